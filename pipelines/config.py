@@ -1,0 +1,240 @@
+"""Typed YAML configuration: frozen dataclass sections, unknown keys rejected with the valid ones.
+
+The library (``wsi_downsample``) never reads YAML; the pipelines load a :class:`Config` here
+and pass plain keyword arguments down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from wsi_downsample.errors import ConfigError
+
+__all__ = [
+    "ClassSpec",
+    "SamplerConfig",
+    "DeformationConfig",
+    "LossConfig",
+    "DataConfig",
+    "Config",
+    "load_config",
+    "DEFAULT_CLASSES",
+    "IGNORE",
+]
+
+IGNORE = 255  # label value meaning "not evaluated, not trained on"
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One output class: its name, its value in masks, its display colour (RGB)."""
+
+    name: str
+    value: int
+    color: tuple[int, int, int] = (128, 128, 128)
+
+
+DEFAULT_CLASSES: tuple[ClassSpec, ...] = (
+    ClassSpec("background", 0, (255, 255, 255)),
+    ClassSpec("benign", 1, (0, 170, 0)),
+    ClassSpec("Gleason 3", 2, (255, 220, 0)),
+    ClassSpec("Gleason 4", 3, (255, 128, 0)),
+    ClassSpec("atrophy", 4, (0, 150, 255)),
+    ClassSpec("HGPIN", 5, (160, 60, 220)),
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where regions come from: the source resolution and tissue detection."""
+
+    source_mpp: float = 0.5
+    min_region_area_um2: float = 50_000.0
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """The sampler and its budget. Exactly one of size / dynamic / downsample is used."""
+
+    name: str = "uniform"
+    size: str | None = None
+    dynamic: str | None = "80x800"
+    downsample: float | None = None
+    density_fraction: float = 0.25
+    sigma: float = 4.25
+    radius: int = 10
+    padding: str = "replicate"
+    edge_blur: float = 4.0
+    edge_floor: float = 0.25
+    level_choice: str = "fixed"
+
+
+@dataclass(frozen=True)
+class DeformationConfig:
+    """Widths of the deformation network (paper text: 24, 24, 3; authors' code: 192, 192, 24)."""
+
+    widths: tuple[int, ...] = (24, 24, 3)
+    activation: str = "relu"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Segmentation loss in warped space plus the edge regulariser weighted by gamma."""
+
+    segmentation: str = "ce"
+    gamma: float = 100.0
+    gamma_schedule: str = "constant"
+    gamma_power: float = 0.9
+    edge_sigma: float = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; each field mirrors a top-level YAML key."""
+
+    classes: tuple[ClassSpec, ...] = DEFAULT_CLASSES
+    label_maps: dict[str, dict[int, str]] = field(default_factory=dict)
+    data: DataConfig = DataConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    deformation: DeformationConfig = DeformationConfig()
+    loss: LossConfig = LossConfig()
+
+    @property
+    def num_classes(self) -> int:
+        return max(c.value for c in self.classes) + 1
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        return {c.value: c.name for c in self.classes}
+
+    def label_lut(self, label_map: str | None, *, source: str = "") -> np.ndarray:
+        """A 256-entry lookup table: dataset value -> class value (IGNORE for ignored/unmapped).
+
+        Unmapped values map to IGNORE; :func:`check_label_values` reports them as errors.
+        ``None`` is the identity onto the class table.
+        """
+        lut = np.full(256, IGNORE, dtype=np.uint8)
+        if label_map is None:
+            for c in self.classes:
+                lut[c.value] = c.value
+            return lut
+        if label_map not in self.label_maps:
+            raise ConfigError(
+                f"{source or 'manifest'}: unknown label map {label_map!r}; defined: "
+                f"{sorted(self.label_maps)}; add it under label_maps: in the config"
+            )
+        by_name = {c.name: c.value for c in self.classes}
+        for value, name in self.label_maps[label_map].items():
+            lut[value] = IGNORE if name == "ignore" else by_name[name]
+        return lut
+
+    def mapped_values(self, label_map: str | None) -> set[int]:
+        """Dataset values that a label map (or the identity) knows, ignored ones included."""
+        if label_map is None:
+            return {c.value for c in self.classes} | {IGNORE}
+        return set(self.label_maps[label_map]) | {IGNORE}
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a YAML config (defaults when ``path`` is None), then apply dotted ``overrides``.
+
+    ``overrides`` maps ``"section.key"`` to a value (None values are skipped), so CLI flags
+    override YAML.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}; pass an existing --config YAML")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    config = _build(Config, data, where=str(path or "config"))
+    _validate(config, where=str(path or "config"))
+    return config
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Recursively build a frozen dataclass from a mapping, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown} in {cls.__name__}; valid keys: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {
+            _convert(args[0], k, where): _convert(args[1], v, f"{where}.{k}")
+            for k, v in value.items()
+        }
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _validate(config: Config, where: str) -> None:
+    values = [c.value for c in config.classes]
+    names = [c.name for c in config.classes]
+    if len(set(values)) != len(values) or len(set(names)) != len(names):
+        raise ConfigError(f"{where}: class names and values must be unique: {names} / {values}")
+    if any(not 0 <= v < IGNORE for v in values):
+        raise ConfigError(f"{where}: class values must be in 0..254 (255 means ignore)")
+    for map_name, mapping in config.label_maps.items():
+        bad = sorted({n for n in mapping.values() if n != "ignore" and n not in names})
+        if bad:
+            raise ConfigError(
+                f"{where}: label map {map_name!r} names unknown class(es) {bad}; "
+                f"use one of {names} or 'ignore'"
+            )
+        if any(not 0 <= v <= 255 for v in mapping):
+            raise ConfigError(f"{where}: label map {map_name!r} keys must be 0..255")
+    budgets = [config.sampler.size, config.sampler.dynamic, config.sampler.downsample]
+    if sum(b is not None for b in budgets) != 1:
+        raise ConfigError(
+            f"{where}: sampler needs exactly one of size (HxW), dynamic (SHORTxLONG) or "
+            f"downsample (K); got size={budgets[0]!r}, dynamic={budgets[1]!r}, "
+            f"downsample={budgets[2]!r}"
+        )

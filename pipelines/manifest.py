@@ -1,0 +1,166 @@
+"""Manifest CSVs: read, resolve paths, and validate every row before any work starts.
+
+Columns (ECOSYSTEM.md): ``slide_path`` (required), ``mask_path``, ``split``
+(train/val/test, default test), ``slide_id`` (default the slide's stem), ``patient_id``,
+``fold``, ``mpp``, ``label_map``. Relative paths resolve against the CSV's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.config import Config
+from wsi_downsample.errors import ManifestError, WsiSegError
+
+__all__ = ["ManifestRow", "read_manifest", "validate_manifest", "SPLITS", "COLUMNS"]
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ("slide_path", "mask_path", "split", "slide_id", "patient_id", "fold", "mpp", "label_map")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One row of a manifest, paths resolved; ``line`` is its 1-based line in the CSV."""
+
+    line: int
+    slide_path: Path
+    mask_path: Path | None
+    split: str
+    slide_id: str
+    patient_id: str | None = None
+    fold: int | None = None
+    mpp: float | None = None
+    label_map: str | None = None
+
+
+def read_manifest(
+    path: str | Path,
+    config: Config,
+    *,
+    require_masks: bool = False,
+    slide_mpp: float | None = None,
+    splits: Iterable[str] | None = None,
+    check_files: bool = True,
+) -> list[ManifestRow]:
+    """Parse and validate a manifest; raise one :class:`ManifestError` listing every bad row.
+
+    ``require_masks``: every row needs a mask (training, evaluation, the intrinsic study).
+    ``slide_mpp``: the command line's ``--slide-mpp``, used where a row has no ``mpp``.
+    ``splits``: keep only these splits (after validation of the whole file).
+    ``check_files``: open every slide and mask (frames, mpp) — the default.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}; pass an existing CSV file")
+    rows, problems = _parse(path, config)
+    if check_files:
+        for row in rows:
+            problems += [f"line {row.line}: {p}" for p in _check_row(row, require_masks, slide_mpp)]
+    if not rows and not problems:
+        problems.append("no rows; add one line per slide under the header")
+    if problems:
+        listing = "; ".join(problems)
+        raise ManifestError(f"{path}: {len(problems)} problem(s): {listing}")
+    keep = set(splits) if splits is not None else set(SPLITS)
+    return [r for r in rows if r.split in keep]
+
+
+def validate_manifest(path: str | Path, config: Config, **kwargs: object) -> int:
+    """Validate a manifest and return its number of rows (raises on any bad row)."""
+    return len(read_manifest(path, config, **kwargs))  # type: ignore[arg-type]
+
+
+def _parse(path: Path, config: Config) -> tuple[list[ManifestRow], list[str]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in reader.fieldnames or []]
+        if "slide_path" not in header:
+            raise ManifestError(
+                f"{path}: no 'slide_path' column (found {header}); the header must name the "
+                f"columns {list(COLUMNS)}"
+            )
+        unknown = sorted(set(header) - set(COLUMNS))
+        if unknown:
+            raise ManifestError(f"{path}: unknown column(s) {unknown}; valid: {list(COLUMNS)}")
+        rows, problems = [], []
+        for line, raw in enumerate(reader, start=2):
+            cells = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+            if not any(cells.values()):
+                continue
+            try:
+                rows.append(_row(line, cells, path.parent, config))
+            except ValueError as exc:
+                problems.append(f"line {line}: {exc}")
+    return rows, problems
+
+
+def _row(line: int, cells: dict[str, str], base: Path, config: Config) -> ManifestRow:
+    if not cells.get("slide_path"):
+        raise ValueError("empty slide_path")
+    slide = (base / cells["slide_path"]).resolve()
+    mask = (base / cells["mask_path"]).resolve() if cells.get("mask_path") else None
+    split = cells.get("split") or "test"
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)}")
+    label_map = cells.get("label_map") or None
+    if label_map is not None and label_map not in config.label_maps:
+        raise ValueError(
+            f"unknown label map {label_map!r}; the config defines {sorted(config.label_maps)}"
+        )
+    return ManifestRow(
+        line=line,
+        slide_path=slide,
+        mask_path=mask,
+        split=split,
+        slide_id=cells.get("slide_id") or _stem(slide),
+        patient_id=cells.get("patient_id") or None,
+        fold=_number(cells.get("fold"), int, "fold"),
+        mpp=_number(cells.get("mpp"), float, "mpp"),
+        label_map=label_map,
+    )
+
+
+def _number(text: str | None, kind: type, name: str):  # type: ignore[no-untyped-def]
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not a number") from None
+    if kind is float and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {text}")
+    return value
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _check_row(row: ManifestRow, require_masks: bool, slide_mpp: float | None) -> list[str]:
+    """Open the row's slide (and mask) and return its problems as short sentences."""
+    from wsi_downsample.slides import open_mask, open_slide
+
+    problems: list[str] = []
+    if require_masks and row.mask_path is None:
+        problems.append(f"{row.slide_path.name}: no mask_path (this command needs masks)")
+    mpp = row.mpp if row.mpp is not None else slide_mpp
+    try:
+        with open_slide(row.slide_path, mpp=mpp) as slide:
+            if slide.mpp is None:
+                problems.append(
+                    f"{row.slide_path.name}: no mpp in the file; set the row's mpp column or "
+                    f"pass --slide-mpp"
+                )
+            if row.mask_path is not None:
+                with open_mask(row.mask_path, slide=slide):
+                    pass
+    except WsiSegError as exc:
+        problems.append(str(exc))
+    return problems
