@@ -37,7 +37,8 @@ def _size_hw(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not HxW (rows x columns), e.g. 15360x20480") from None
+        msg = f"{text!r} is not HxW (rows x columns), e.g. 15360x20480"
+        raise click.BadParameter(msg) from None
     if h <= 0 or w <= 0:
         raise click.BadParameter(f"{text!r}: both sides must be positive")
     return h, w
@@ -52,8 +53,12 @@ def cli() -> None:
 @cli.command()
 @click.argument("slide", type=click.Path(path_type=Path))
 @click.option("--backend", type=BACKENDS, default="auto", show_default=True)
-@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Level-0 microns per pixel, when the file has none.")
+@click.option(
+    "--slide-mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Level-0 microns per pixel, when the file has none.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def inspect(slide: Path, backend: str, slide_mpp: float | None, as_json: bool) -> None:
     """Levels, mpp, vendor and tissue regions of SLIDE; decodes one tile to prove it reads."""
@@ -65,51 +70,110 @@ def inspect(slide: Path, backend: str, slide_mpp: float | None, as_json: bool) -
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--size", "size_hw", default="15360x20480", show_default=True,
-              help="Level-0 size HxW (rows x columns).")
+@click.option(
+    "--size",
+    "size_hw",
+    default="15360x20480",
+    show_default=True,
+    help="Level-0 size HxW (rows x columns).",
+)
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def synth(out_dir: Path, size_hw: str, count: int, seed: int) -> None:
     """Write COUNT synthetic H&E-like slides, their Gleason masks and a manifest to OUT_DIR."""
     from pipelines.synth import run_synth
 
-    manifest = run_synth(out_dir, _size_hw(size_hw), count=count, seed=seed,
-                         progress=sys.stderr.isatty())
+    manifest = run_synth(
+        out_dir, _size_hw(size_hw), count=count, seed=seed, progress=sys.stderr.isatty()
+    )
     click.echo(str(manifest))
 
 
 @cli.command()
-@click.option("--slides", "manifest", required=True, type=click.Path(path_type=Path),
-              help="Manifest CSV; every row needs a mask_path.")
+@click.option(
+    "--slides",
+    "manifest",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Manifest CSV; every row needs a mask_path.",
+)
 @click.option("--size", "size_hw", default=None, help="Fixed budget HxW (rows x columns).")
 @click.option("--dynamic", default=None, help="Dynamic budget SHORTxLONG (paper: 80x800).")
-@click.option("--downsample", type=click.FloatRange(min=1), default=None,
-              help="Budget as a downsample factor per axis.")
-@click.option("--sampler", type=click.Choice(["uniform", "edge"]), default=None,
-              help="Sampler (default: the config's, uniform).")
-@click.option("--blur", type=click.FloatRange(min=0), default=None,
-              help="Edge sampler: boundary blur in density cells.")
-@click.option("--inverse", type=click.Choice(["exact", "scatter"]), default="exact",
-              show_default=True, help="exact bilinear inverse, or the paper's scatter + nearest.")
-@click.option("--source-mpp", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Resolution regions are read at (default: the config's, 0.5).")
-@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="mpp for slides whose file and manifest row give none.")
+@click.option(
+    "--downsample",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Budget as a downsample factor per axis.",
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(["uniform", "edge"]),
+    default=None,
+    help="Sampler (default: the config's, uniform).",
+)
+@click.option(
+    "--blur",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Edge sampler: boundary blur in density cells.",
+)
+@click.option(
+    "--inverse",
+    type=click.Choice(["exact", "scatter"]),
+    default="exact",
+    show_default=True,
+    help="exact bilinear inverse, or the paper's scatter + nearest.",
+)
+@click.option(
+    "--source-mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Resolution regions are read at (default: the config's, 0.5).",
+)
+@click.option(
+    "--slide-mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="mpp for slides whose file and manifest row give none.",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the JSON report here (atomically).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the JSON report here (atomically).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
-def intrinsic(manifest: Path, size_hw: str | None, dynamic: str | None,
-              downsample: float | None, sampler: str | None, blur: float | None, inverse: str,
-              source_mpp: float | None, slide_mpp: float | None, config_path: Path | None,
-              output: Path | None, as_json: bool) -> None:
+def intrinsic(
+    manifest: Path,
+    size_hw: str | None,
+    dynamic: str | None,
+    downsample: float | None,
+    sampler: str | None,
+    blur: float | None,
+    inverse: str,
+    source_mpp: float | None,
+    slide_mpp: float | None,
+    config_path: Path | None,
+    output: Path | None,
+    as_json: bool,
+) -> None:
     """IoU(Y',Y) of a sampler at a budget over a manifest's masks (the paper's Sec. 2.2)."""
     from pipelines.intrinsic import format_intrinsic, intrinsic_from_options
 
     report = intrinsic_from_options(
-        manifest, config_path, size_hw=size_hw, dynamic=dynamic, downsample=downsample,
-        sampler=sampler, blur=blur, inverse=inverse, source_mpp=source_mpp,
-        slide_mpp=slide_mpp, output=output,
+        manifest,
+        config_path,
+        size_hw=size_hw,
+        dynamic=dynamic,
+        downsample=downsample,
+        sampler=sampler,
+        blur=blur,
+        inverse=inverse,
+        source_mpp=source_mpp,
+        slide_mpp=slide_mpp,
+        output=output,
     )
     click.echo(json.dumps(report, indent=2) if as_json else format_intrinsic(report))
 

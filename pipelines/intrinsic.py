@@ -43,10 +43,14 @@ def run_intrinsic(manifest: str | Path, config: Config, settings: IntrinsicSetti
         counts, row_sampled, row_pixels, n_regions = _row_counts(row, config, settings)
         total += counts
         sampled, pixels = sampled + row_sampled, pixels + row_pixels
-        per_row.append(_summary(counts, config) | {
-            "slide_id": row.slide_id, "regions": n_regions,
-            "sampled_fraction": row_sampled / max(row_pixels, 1),
-        })
+        per_row.append(
+            _summary(counts, config)
+            | {
+                "slide_id": row.slide_id,
+                "regions": n_regions,
+                "sampled_fraction": row_sampled / max(row_pixels, 1),
+            }
+        )
     report = {
         "manifest": str(Path(manifest).resolve()),
         "settings": settings.__dict__,
@@ -95,9 +99,14 @@ def _row_counts(
             labels = _region_labels(mask, region, level, ds, lut, row, config)
             shape = budget_shape(budget, labels.shape)
             counts += intrinsic_counts(
-                labels, shape, sampler=settings.sampler, blur=settings.blur,
-                floor=settings.floor, inverse=settings.inverse,
-                num_classes=config.num_classes, ignore_index=IGNORE,
+                labels,
+                shape,
+                sampler=settings.sampler,
+                blur=settings.blur,
+                floor=settings.floor,
+                inverse=settings.inverse,
+                num_classes=config.num_classes,
+                ignore_index=IGNORE,
             )
             sampled += shape[0] * shape[1]
             pixels += labels.size
@@ -112,7 +121,12 @@ def _source_level(mask: Any, source_mpp: float) -> int:
 
 
 def _region_labels(
-    mask: Any, region: Any, level: int, ds: float, lut: np.ndarray, row: ManifestRow,
+    mask: Any,
+    region: Any,
+    level: int,
+    ds: float,
+    lut: np.ndarray,
+    row: ManifestRow,
     config: Config,
 ) -> np.ndarray:
     """The region's labels at ``level``, translated by the label map; unmapped values fail."""

@@ -15,7 +15,12 @@ REPO = Path(__file__).resolve().parents[2]
 def test_defaults_are_the_six_gleason_classes() -> None:
     config = load_config()
     assert [c.name for c in config.classes] == [
-        "background", "benign", "Gleason 3", "Gleason 4", "atrophy", "HGPIN",
+        "background",
+        "benign",
+        "Gleason 3",
+        "Gleason 4",
+        "atrophy",
+        "HGPIN",
     ]
     assert config.num_classes == 6
     assert config.sampler.dynamic == "80x800"

@@ -17,8 +17,9 @@ GLEASON = "gleason-grade-ing2018-examples"
 def test_shipped_gleason_manifest_validates() -> None:
     real_file(f"{GLEASON}/img/test10.jpg")
     config = load_config(REPO / "configs" / "gleason_examples.yaml")
-    rows = read_manifest(REPO / "data_manifests" / "gleason_examples.csv", config,
-                         require_masks=True)
+    rows = read_manifest(
+        REPO / "data_manifests" / "gleason_examples.csv", config, require_masks=True
+    )
     assert len(rows) == 11
     assert rows[0].slide_id == "test10" and rows[0].mpp == 1.0
     assert rows[0].label_map == "ing2018" and rows[0].split == "test"
@@ -33,12 +34,12 @@ def test_every_bad_row_reported_at_once(tmp_path: Path) -> None:
     csv = tmp_path / "m.csv"
     csv.write_text(
         "slide_path,mask_path,split,mpp,label_map\n"
-        f"{img},{mask},train,1.0,\n"                       # fine
-        f"{tmp_path / 'absent.svs'},,train,,\n"            # missing file
-        f"{img},{mask},holdout,1.0,\n"                     # unknown split
-        f"{img},{mask},test,1.0,nomap\n"                   # unknown label map
-        f"{img},,test,,\n"                                 # no mpp, no mask
-        f"{img},{other_mask},test,1.0,\n"                  # mask frame mismatch
+        f"{img},{mask},train,1.0,\n"  # fine
+        f"{tmp_path / 'absent.svs'},,train,,\n"  # missing file
+        f"{img},{mask},holdout,1.0,\n"  # unknown split
+        f"{img},{mask},test,1.0,nomap\n"  # unknown label map
+        f"{img},,test,,\n"  # no mpp, no mask
+        f"{img},{other_mask},test,1.0,\n"  # mask frame mismatch
     )
     with pytest.raises(ManifestError) as info:
         read_manifest(csv, load_config(), require_masks=True)
