@@ -1,0 +1,207 @@
+"""The one place a backend is chosen: ``open_slide``, plus checks and a JSON description.
+
+Auto rule (``backend="auto"``):
+
+1. A missing path or a directory -> SlideNotFoundError.
+2. ``.jpg .jpeg .png .bmp .gif .webp`` -> ``image``.
+3. Formats only OpenSlide reads (``.mrxs .ndpi .scn .vms .vmu .bif .svslide .dcm``) ->
+   ``openslide``.
+4. A TIFF (by its header): a single-page, untiled TIFF of at most 64 Mpx with no SubIFDs
+   -> ``image``; otherwise ``tiffslide`` (SVS, generic and OME-TIFF pyramids, SubIFDs
+   included), falling back to ``openslide`` when tiffslide cannot parse it.
+5. Anything else: ``image`` when PIL recognises it, else ``openslide`` when OpenSlide
+   recognises it, else NotASlideError.
+
+Compression and codec errors are never retried on another backend: they are the answer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from wsi_downsample._types import Mpp
+from wsi_downsample.errors import (
+    ConfigError,
+    CorruptSlideError,
+    MissingMppError,
+    NotASlideError,
+    SlideNotFoundError,
+    UnsupportedCompressionError,
+)
+from wsi_downsample.slides._common import MppLike, ReaderBase
+from wsi_downsample.slides._tiff import is_tiff
+
+__all__ = [
+    "BACKENDS",
+    "open_slide",
+    "choose_backend",
+    "check_path",
+    "check_decodable",
+    "require_mpp",
+    "describe_slide",
+]
+
+BACKENDS = ("auto", "tiffslide", "openslide", "image")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+OPENSLIDE_SUFFIXES = frozenset(
+    {".mrxs", ".ndpi", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm"}
+)
+#: single-page untiled TIFFs up to this many pixels are decoded whole as plain images
+MAX_PLAIN_TIFF_PIXELS = 1 << 26
+
+
+def check_path(path: str | Path) -> Path:
+    """Return ``path`` as a Path, or raise SlideNotFoundError when it is missing or a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise SlideNotFoundError(
+            f"{path} is a directory, not a slide file; give the slide file itself "
+            "(for MIRAX give the .mrxs file next to its data folder)"
+        )
+    if not path.exists():
+        raise SlideNotFoundError(
+            f"{path}: no such file; check the path (relative paths in a manifest resolve "
+            "against the CSV's folder)"
+        )
+    return path
+
+
+def choose_backend(path: str | Path) -> str:
+    """The backend ``open_slide(path, backend="auto")`` tries first (see module docstring)."""
+    path = check_path(path)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in OPENSLIDE_SUFFIXES:
+        return "openslide"
+    if is_tiff(path):
+        return "image" if _is_plain_tiff(path) else "tiffslide"
+    if _pil_recognises(path):
+        return "image"
+    return "openslide"
+
+
+def _is_plain_tiff(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages.first
+            small = page.imagelength * page.imagewidth <= MAX_PLAIN_TIFF_PIXELS
+            return len(tf.pages) == 1 and not page.is_tiled and not page.subifds and small
+    except tifffile.TiffFileError:
+        return False
+
+
+def _pil_recognises(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError):
+        return False
+
+
+def open_slide(path: str | Path, backend: str = "auto", mpp: MppLike = None) -> ReaderBase:
+    """Open a slide (or plain image) as a ``SlideReader``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The slide file.
+    backend : {"auto", "tiffslide", "openslide", "image"}
+        Which library reads it; ``auto`` follows the module docstring's rule.
+    mpp : float or (float, float), optional
+        Level-0 micrometres per pixel; overrides (or supplies) the file's.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown slide backend {backend!r}; available: {list(BACKENDS)}")
+    path = check_path(path)
+    first = choose_backend(path) if backend == "auto" else backend
+    try:
+        return _open_with(first, path, mpp)
+    except (UnsupportedCompressionError, CorruptSlideError):
+        raise
+    except NotASlideError as exc:
+        if backend != "auto" or first != "tiffslide":
+            raise
+        try:
+            return _open_with("openslide", path, mpp)
+        except NotASlideError:
+            raise NotASlideError(f"{exc}; OpenSlide cannot open it either") from exc
+
+
+def _open_with(backend: str, path: Path, mpp: MppLike) -> ReaderBase:
+    if backend == "tiffslide":
+        from wsi_downsample.slides.tiffslide import TiffSlideReader
+
+        return TiffSlideReader(path, mpp=mpp)
+    if backend == "openslide":
+        from wsi_downsample.slides.openslide import OpenSlideReader
+
+        return OpenSlideReader(path, mpp=mpp)
+    from wsi_downsample.slides.image import ImageReader
+
+    return ImageReader(path, mpp=mpp)
+
+
+def check_decodable(reader: Any) -> None:
+    """Decode one tile of the coarsest level (and level 0's first); CorruptSlideError if not.
+
+    Cheap (two tiles) and catches truncated files and broken codecs at open time.
+    """
+    last = reader.level_count - 1
+    for level in sorted({last, 0}):
+        try:
+            reader.read_tile(level, 0, 0)
+        except CorruptSlideError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decode failure means a corrupt file
+            raise CorruptSlideError(
+                f"{reader.path}: the first tile of level {level} cannot be decoded "
+                f"({type(exc).__name__}: {exc}); the file is truncated or corrupt: re-copy or "
+                "re-export it"
+            ) from exc
+
+
+def require_mpp(reader: Any) -> Mpp:
+    """The reader's level-0 mpp, or MissingMppError saying how to supply it."""
+    if reader.mpp is None:
+        raise MissingMppError(
+            f"{reader.path} has no mpp in its metadata; pass --slide-mpp or set the "
+            "manifest's mpp column"
+        )
+    return Mpp(*reader.mpp)
+
+
+def describe_slide(reader: Any) -> dict[str, Any]:
+    """A JSON-able summary: path, backend, vendor, mpp, objective, levels, associated images."""
+    mpp = reader.mpp
+    levels = [
+        {
+            "level": info.level,
+            "width": info.shape_hw[1],
+            "height": info.shape_hw[0],
+            "downsample": info.downsample,
+            "mpp": None if mpp is None else [mpp.x * info.downsample, mpp.y * info.downsample],
+            "tile_width": info.tile_hw[1],
+            "tile_height": info.tile_hw[0],
+        }
+        for info in reader.levels
+    ]
+    return {
+        "path": str(reader.path),
+        "file_bytes": os.path.getsize(reader.path),
+        "backend": reader.backend,
+        "is_mask": reader.is_mask,
+        "vendor": reader.vendor,
+        "width": reader.dimensions[0],
+        "height": reader.dimensions[1],
+        "mpp": None if mpp is None else [mpp.x, mpp.y],
+        "objective_power": reader.objective_power,
+        "levels": levels,
+        "associated_images": sorted(reader.associated_images),
+    }
