@@ -126,6 +126,23 @@ class TiffTiles:
         tile = tile.reshape(tile.shape[-3:])[:vh, :vw]
         return tile[..., 0] if tile.shape[-1] == 1 and len(page.shape) == 2 else tile
 
+    def check_complete(self) -> None:
+        """CorruptSlideError when a level's tile data runs past the end of the file."""
+        size = os.path.getsize(self.path)
+        for level, page in enumerate(self.pages):
+            end = max(
+                (
+                    int(o) + int(n)
+                    for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)
+                ),
+                default=0,
+            )
+            if end > size:
+                raise CorruptSlideError(
+                    f"{self.path}: the file is truncated: level {level}'s tile data ends at byte "
+                    f"{end} but the file has {size} bytes; re-copy or re-download it"
+                )
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -79,6 +79,11 @@ class MaskReader(ReaderBase):
             return super().read_tile(level, tile_row, tile_col)
         return to_labels(self._tiles.decode(self.check_level(level), tile_row, tile_col), self.path)
 
+    def check_complete(self) -> None:
+        """CorruptSlideError when the file ends before its tile data does (truncated)."""
+        if self._tiles is not None:
+            self._tiles.check_complete()
+
     def tile_nbytes(self, level: int, tile_row: int, tile_col: int) -> int:
         if self._tiles is None:
             return super().tile_nbytes(level, tile_row, tile_col)
@@ -152,8 +157,9 @@ def open_mask(
     path : str or Path
         A (pyramidal) TIFF / OME-TIFF, a PANDA-style RGB TIFF, or a plain image (PNG).
     slide : SlideReader, optional
-        The slide the mask labels. Its level-0 size must equal the mask's, or the mask's
-        times ``downsample`` (up to one pixel of rounding); else MaskMismatchError.
+        The slide the mask labels. Its level-0 size must equal the mask's exactly, or,
+        with ``downsample`` > 1, the mask's times ``downsample`` up to one mask pixel of
+        rounding (floor, ceil or one more); else MaskMismatchError.
     downsample : float, optional
         Slide level-0 pixels per mask pixel (default 1).
     backend : {"auto", "tifffile", "tiffslide", "image"}
@@ -179,8 +185,10 @@ def _fit_to_slide(mask: MaskReader, slide: Any, downsample: float | None) -> Non
     """Check the mask's frame against the slide's; set ``frame_downsample`` and ``mpp``."""
     (mw, mh), (sw, sh) = mask.dimensions, slide.dimensions
     ds = 1.0 if downsample is None else float(downsample)
+    slack = 0.0 if ds == 1.0 else 1.0  # same size: exact; downsampled: one pixel of rounding
     fits = all(
-        math.floor(s / ds) - 1e-9 <= m <= math.ceil(s / ds) + 1e-9 for m, s in ((mw, sw), (mh, sh))
+        math.floor(s / ds - slack) <= m <= math.ceil(s / ds + slack)
+        for m, s in ((mw, sw), (mh, sh))
     )
     if not fits:
         raise MaskMismatchError(_mismatch_message(mask, slide, ds, downsample is None))

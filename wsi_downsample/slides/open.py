@@ -151,8 +151,12 @@ def _open_with(backend: str, path: Path, mpp: MppLike) -> ReaderBase:
 def check_decodable(reader: Any) -> None:
     """Decode one tile of the coarsest level (and level 0's first); CorruptSlideError if not.
 
-    Cheap (two tiles) and catches truncated files and broken codecs at open time.
+    Cheap (two tiles, plus a check that every TIFF tile lies inside the file) and catches
+    truncated files and broken codecs at open time.
     """
+    check_complete = getattr(reader, "check_complete", None)
+    if check_complete is not None:
+        check_complete()
     last = reader.level_count - 1
     for level in sorted({last, 0}):
         try:

@@ -67,6 +67,10 @@ class TiffSlideReader(ReaderBase):
     def read_tile(self, level: int, tile_row: int, tile_col: int) -> np.ndarray:
         return to_rgb(self._tiles.decode(self.check_level(level), tile_row, tile_col))
 
+    def check_complete(self) -> None:
+        """CorruptSlideError when the file ends before its tile data does (truncated)."""
+        self._tiles.check_complete()
+
     def tile_nbytes(self, level: int, tile_row: int, tile_col: int) -> int:
         return self._tiles.nbytes(self.check_level(level), tile_row, tile_col)
 
