@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -156,3 +157,13 @@ def test_write_failure_leaves_no_temp_and_raises_cache_error(slide_path, tmp_pat
         stream_to_zarr(slide, tmp_path / "x.zarr", level=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]
     shutil.rmtree(tmp_path / "x.zarr", ignore_errors=True)
+
+
+def test_progress_bar_counts_chunks_on_a_terminal(slide_path, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with open_slide(slide_path) as slide:
+        stream_to_zarr(slide, tmp_path / "p.zarr", level=0, chunk_hw=(100, 100))
+        err = capsys.readouterr().err
+        assert "caching p.zarr" in err and "6/6" in err  # 200 x 300 in 100 x 100 chunks
+        stream_to_zarr(slide, tmp_path / "q.zarr", level=0, chunk_hw=(100, 100), progress=False)
+        assert capsys.readouterr().err == ""

@@ -1,9 +1,9 @@
-"""Machinery shared by the slide and mask readers: lazy level views, padding, area averaging."""
+"""The base of every reader: level bookkeeping, padded ``read_region``, tiles, thumbnails."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +12,24 @@ from PIL import Image
 
 from wsi_downsample._types import Mpp
 from wsi_downsample.errors import CorruptSlideError, LevelError, WsiSegError
+from wsi_downsample.slides._levels import ArrayLevel, LazyMapping, WindowLevel
+from wsi_downsample.slides._pixels import (
+    area_downsample,
+    composite_on_white,
+    nearest_downsample,
+    read_level_downsampled,
+    to_rgb,
+)
 from wsi_downsample.slides.base import LazyLevel, LevelInfo
 
 __all__ = [
     "ReaderBase",
+    "MppLike",
+    "as_mpp",
+    # re-exported for the readers and other packages
     "WindowLevel",
     "ArrayLevel",
     "LazyMapping",
-    "as_mpp",
     "to_rgb",
     "composite_on_white",
     "area_downsample",
@@ -28,9 +38,6 @@ __all__ = [
 ]
 
 MppLike = float | tuple[float, float] | Mpp | None
-
-#: rows read at once (per multiple of the reduction factor) when area-averaging a whole level
-_STRIP_PIXELS = 1 << 22
 
 
 def as_mpp(value: MppLike) -> Mpp | None:
@@ -41,185 +48,6 @@ def as_mpp(value: MppLike) -> Mpp | None:
     if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
         raise ValueError(f"mpp must be positive and finite, got {value!r}")
     return Mpp(float(x), float(y))
-
-
-def to_rgb(block: np.ndarray) -> np.ndarray:
-    """Make ``(h, w)``, ``(h, w, 1)``, ``(h, w, 3)`` or ``(h, w, 4)`` uint8 pixels RGB.
-
-    Shape: ``(h, w[, c])`` -> ``(h, w, 3)``.
-    """
-    if block.ndim == 2:
-        block = block[..., None]
-    if block.shape[2] == 1:
-        return np.repeat(block, 3, axis=2)
-    if block.shape[2] == 4:
-        return composite_on_white(block)
-    return block[..., :3]
-
-
-def composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    """Alpha-composite straight (not premultiplied) RGBA onto white.
-
-    Shape: ``(h, w, 4)`` -> ``(h, w, 3)``.
-    """
-    rgb = rgba[..., :3].astype(np.uint32)
-    alpha = rgba[..., 3:4].astype(np.uint32)
-    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
-    return out.astype(np.uint8)
-
-
-def area_downsample(block: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``factor x factor`` cells; edge cells average only the pixels they hold.
-
-    Shape: ``(h, w[, c])`` -> ``(ceil(h / f), ceil(w / f)[, c])``.
-    """
-    if factor == 1:
-        return block
-    h, w = block.shape[:2]
-    oh, ow = -(-h // factor), -(-w // factor)
-    pad = [(0, oh * factor - h), (0, ow * factor - w)] + [(0, 0)] * (block.ndim - 2)
-    tail = block.shape[2:]
-    sums = np.pad(block.astype(np.float64), pad).reshape(oh, factor, ow, factor, *tail)
-    sums = sums.sum(axis=(1, 3))
-    rows = np.minimum(factor, h - np.arange(oh) * factor)
-    cols = np.minimum(factor, w - np.arange(ow) * factor)
-    counts = (rows[:, None] * cols[None, :]).reshape(oh, ow, *([1] * len(tail)))
-    return np.rint(sums / counts).astype(block.dtype)
-
-
-def nearest_downsample(block: np.ndarray, factor: int) -> np.ndarray:
-    """Take the centre pixel of each ``factor x factor`` cell (labels: never average).
-
-    Edge cells take their centre pixel clamped to the block.
-
-    Shape: ``(h, w[, c])`` -> ``(ceil(h / f), ceil(w / f)[, c])``.
-    """
-    if factor == 1:
-        return block
-    h, w = block.shape[:2]
-    rows = np.minimum(np.arange(0, h, factor) + factor // 2, h - 1)
-    cols = np.minimum(np.arange(0, w, factor) + factor // 2, w - 1)
-    return block[rows][:, cols]
-
-
-def read_level_downsampled(array: LazyLevel, factor: int, *, nearest: bool = False) -> np.ndarray:
-    """Read a whole level in row strips and reduce it by ``factor`` (bounded memory).
-
-    Images are area-averaged; labels (``nearest``) take the centre pixel of each cell.
-
-    Shape: level ``(H, W[, c])`` -> ``(ceil(H / f), ceil(W / f)[, c])``.
-    """
-    h, w = array.shape[:2]
-    rows = max(1, _STRIP_PIXELS // max(1, w * factor)) * factor
-    strips = []
-    for y in range(0, h, rows):
-        block = np.asarray(array[y : y + rows])
-        reduce = nearest_downsample if nearest else area_downsample
-        strips.append(reduce(block, factor))
-    return np.concatenate(strips, axis=0)
-
-
-class WindowLevel:
-    """A zarr-like lazy view of one level backed by a window reader ``read(y0, y1, x0, x1)``.
-
-    Supports slicing with unit-step slices or integers on the first two axes and any
-    numpy index on the channel axis.
-    """
-
-    def __init__(
-        self,
-        shape: tuple[int, ...],
-        chunks: tuple[int, ...],
-        read: Callable[[int, int, int, int], np.ndarray],
-        dtype: np.dtype[Any] | type = np.uint8,
-    ) -> None:
-        self._shape, self._chunks, self._read = tuple(shape), tuple(chunks), read
-        self._dtype = np.dtype(dtype)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return self._dtype
-
-    @property
-    def chunks(self) -> tuple[int, ...]:
-        return self._chunks
-
-    @property
-    def ndim(self) -> int:
-        return len(self._shape)
-
-    def __len__(self) -> int:
-        return self._shape[0]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
-        key = key + (slice(None),) * (self.ndim - len(key))
-        (y0, y1, ys), (x0, x1, xs) = (
-            _span(k, n) for k, n in zip(key[:2], self._shape[:2], strict=True)
-        )
-        block = self._read(y0, y1, x0, x1) if y1 > y0 and x1 > x0 else self._empty(y1 - y0, x1 - x0)
-        return block[(ys, xs) + tuple(key[2:])]
-
-    def _empty(self, h: int, w: int) -> np.ndarray:
-        return np.zeros((max(h, 0), max(w, 0), *self._shape[2:]), self._dtype)
-
-
-def _span(key: Any, n: int) -> tuple[int, int, Any]:
-    """A first/second-axis index as a window ``[a, b)`` plus the index into that window."""
-    if isinstance(key, slice):
-        a, b, step = key.indices(n)
-        if step != 1:
-            raise IndexError("lazy level views support unit-step slices only")
-        return a, max(a, b), slice(None)
-    i = int(key)
-    i = i + n if i < 0 else i
-    if not 0 <= i < n:
-        raise IndexError(f"index {key} out of range for an axis of length {n}")
-    return i, i + 1, 0
-
-
-class ArrayLevel(WindowLevel):
-    """An in-memory level (plain images) exposed like a lazy level with virtual chunks."""
-
-    def __init__(self, array: np.ndarray, chunks_hw: tuple[int, int] = (256, 256)) -> None:
-        self.array = array
-        chunks = (
-            tuple(min(c, s) for c, s in zip(chunks_hw, array.shape[:2], strict=True))
-            + array.shape[2:]
-        )
-        super().__init__(array.shape, chunks, self._window, array.dtype)
-
-    def _window(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return self.array[y0:y1, x0:x1]
-
-
-class LazyMapping(Mapping[str, np.ndarray]):
-    """A read-only mapping that loads each value on access (associated images)."""
-
-    def __init__(self, names: list[str], load: Callable[[str], np.ndarray]) -> None:
-        self._names, self._load = list(names), load
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        if key not in self._names:
-            raise KeyError(f"no associated image {key!r}; available: {self._names}")
-        return self._load(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
 
 
 class ReaderBase:

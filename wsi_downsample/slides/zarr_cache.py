@@ -12,6 +12,8 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,30 +136,14 @@ def stream_to_zarr(
     zarr.Array
         The written array, opened read-only: ``(h, w, 3)`` uint8 or ``(h, w)`` for masks.
     """
-    import dask.array as da
     import zarr
 
     store_path = Path(store_path)
     attrs = cache_attributes(reader, level=level, mpp=mpp)
-    plan = _Plan(attrs["level"], attrs["factor"], tuple(attrs["shape"]))
     tmp = store_path.with_name(f".{store_path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         store_path.parent.mkdir(parents=True, exist_ok=True)
-        ch, cw = min(chunk_hw[0], plan.shape[0]), min(chunk_hw[1], plan.shape[1])
-        chunks = (ch, cw, *plan.shape[2:])
-        target = zarr.create_array(
-            store=str(tmp),
-            shape=plan.shape,
-            chunks=chunks,
-            dtype="uint8",
-            fill_value=reader.fill_value,
-            zarr_format=3,
-            attributes=attrs,
-        )
-        src = _source(reader, plan, (ch, cw))
-        with _progress_bar(src.npartitions, progress, store_path.name):
-            store: Any = da.store
-            store(src, target, lock=False, scheduler="threads", num_workers=num_workers)
+        _write(reader, attrs, tmp, chunk_hw, progress and store_path.name, num_workers)
         _replace(tmp, store_path)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -169,6 +155,30 @@ def stream_to_zarr(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return zarr.open_array(str(store_path), mode="r")
+
+
+def _write(
+    reader: Any, attrs: dict, tmp: Path, chunk_hw: tuple[int, int], bar: str | bool, workers: int
+) -> None:
+    """Create the zarr v3 array at ``tmp`` and fill it chunk by chunk with dask threads."""
+    import dask.array as da
+    import zarr
+
+    plan = _Plan(attrs["level"], attrs["factor"], tuple(attrs["shape"]))
+    ch, cw = min(chunk_hw[0], plan.shape[0]), min(chunk_hw[1], plan.shape[1])
+    target = zarr.create_array(
+        store=str(tmp),
+        shape=plan.shape,
+        chunks=(ch, cw, *plan.shape[2:]),
+        dtype="uint8",
+        fill_value=0 if reader.is_mask else 255,
+        zarr_format=3,
+        attributes=attrs,
+    )
+    src = _source(reader, plan, (ch, cw))
+    with _progress_bar(src.npartitions, bool(bar), str(bar)):
+        store: Any = da.store  # dask's stubs do not accept a zarr array as a target
+        store(src, target, lock=False, scheduler="threads", num_workers=workers)
 
 
 def _replace(tmp: Path, store_path: Path) -> None:
@@ -184,31 +194,21 @@ def _replace(tmp: Path, store_path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-class _progress_bar:  # noqa: N801 - used like a function
-    """A tqdm bar over stored chunks (dask posttask of the store tasks); off when not a tty."""
+@contextmanager
+def _progress_bar(total: int, enabled: bool, name: str) -> Iterator[None]:
+    """A tqdm bar over stored chunks (dask's store tasks); off when stderr is not a tty."""
+    from dask.callbacks import Callback
+    from tqdm import tqdm
 
-    def __init__(self, total: int, enabled: bool, name: str) -> None:
-        self.total, self.name = total, name
-        self.enabled = enabled and sys.stderr.isatty()
-
-    def __enter__(self) -> None:
-        from dask.callbacks import Callback
-        from tqdm import tqdm
-
-        self._bar = tqdm(
-            total=self.total, desc=f"caching {self.name}", unit="chunk", disable=not self.enabled
-        )
+    show = enabled and sys.stderr.isatty()
+    with tqdm(total=total, desc=f"caching {name}", unit="chunk", disable=not show) as bar:
 
         def posttask(key: Any, *_: Any) -> None:
             if isinstance(key, tuple) and str(key[0]).startswith("store"):
-                self._bar.update(1)
+                bar.update(1)
 
-        self._callback = Callback(posttask=posttask)
-        self._callback.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._callback.__exit__(*exc)
-        self._bar.close()
+        with Callback(posttask=posttask):
+            yield
 
 
 def open_level_cache(
