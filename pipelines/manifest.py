@@ -62,10 +62,16 @@ def read_manifest(
     if not rows and not problems:
         problems.append("no rows; add one line per slide under the header")
     if problems:
+        problems.sort(key=_line_number)
         listing = "; ".join(problems)
         raise ManifestError(f"{path}: {len(problems)} problem(s): {listing}")
     keep = set(splits) if splits is not None else set(SPLITS)
     return [r for r in rows if r.split in keep]
+
+
+def _line_number(problem: str) -> int:
+    head = problem.split(":")[0]
+    return int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0
 
 
 def validate_manifest(path: str | Path, config: Config, **kwargs: object) -> int:

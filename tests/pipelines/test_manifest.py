@@ -44,7 +44,9 @@ def test_every_bad_row_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         read_manifest(csv, load_config(), require_masks=True)
     message = str(info.value)
-    assert "5 problem(s)" in message or "6 problem(s)" in message
+    # line 3 (missing file, no mask), 4, 5, 6 (no mpp, no mask), 7: seven problems in line order
+    assert "7 problem(s)" in message
+    assert message.index("line 3:") < message.index("line 4:") < message.index("line 7:")
     for line in (3, 4, 5, 6, 7):
         assert f"line {line}:" in message
     assert "line 2:" not in message
