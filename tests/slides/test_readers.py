@@ -118,6 +118,22 @@ def test_native_tiles_are_exact_and_cheap() -> None:
         assert slide.tile_nbytes(0, 1, 2) == int(page.databytecounts[12])
 
 
+def test_windows_assembled_from_tiles_equal_zarr_slices() -> None:
+    rng = np.random.default_rng(0)
+    cases = [(CMU1, 0), (TCGA, 1), (OME + "OS-1-detail.ome.tif", 0), (FIX + "boxes.tiff", 2)]
+    for rel, level in cases:
+        with open_slide(real_file(rel)) as slide:
+            zarr_level, view = slide.level_array(level), slide.window_view(level)
+            h, w = slide.levels[level].shape_hw
+            for _ in range(4):
+                y0, x0 = int(rng.integers(0, h - 1)), int(rng.integers(0, w - 1))
+                y1, x1 = (
+                    min(h, y0 + int(rng.integers(1, 600))),
+                    min(w, x0 + int(rng.integers(1, 600))),
+                )
+                assert np.array_equal(view[y0:y1, x0:x1], zarr_level[y0:y1, x0:x1]), (rel, y0, x0)
+
+
 def test_ome_tiff_crops_auto_picks_tiffslide() -> None:
     for name, mpp, size in [
         ("OS-1-detail.ome.tif", 0.2271, 1101),

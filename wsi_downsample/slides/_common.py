@@ -20,6 +20,7 @@ from wsi_downsample.slides._pixels import (
     read_level_downsampled,
     to_rgb,
 )
+from wsi_downsample.slides._tiff import TiffTiles
 from wsi_downsample.slides.base import LazyLevel, LevelInfo
 
 __all__ = [
@@ -54,7 +55,8 @@ class ReaderBase:
     """What every backend shares: level bookkeeping, padded ``read_region``, thumbnails.
 
     Subclasses set ``_shapes_hw``, ``_tiles_hw`` (and optionally ``_downsamples``,
-    ``_file_mpp``) in ``__init__`` and implement ``level_array``.
+    ``_file_mpp``, and ``_tiles`` for native TIFF tile access) in ``__init__`` and
+    implement ``level_array``.
     """
 
     backend: str = ""
@@ -63,6 +65,7 @@ class ReaderBase:
     _tiles_hw: tuple[tuple[int, int], ...]
     _downsamples: tuple[float, ...] | None = None
     _file_mpp: Mpp | None = None
+    _tiles: TiffTiles | None = None
 
     def __init__(self, path: str | Path, mpp: MppLike = None) -> None:
         self.path = Path(path)
@@ -160,14 +163,40 @@ class ReaderBase:
         return out
 
     def _read_window(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Decode an in-bounds window of a level as RGB (slides) or labels (masks)."""
+        """Decode an in-bounds window of a level as RGB (slides) or labels (masks).
+
+        TIFF-backed readers assemble it from native tiles (``_tiles``), ~2x faster than
+        slicing tiffslide's zarr array; others slice ``level_array``.
+        """
         try:
-            block = np.asarray(self.level_array(level)[y0:y1, x0:x1])
+            if self._tiles is not None:
+                block = self._tiles.read_window(level, y0, y1, x0, x1)
+            else:
+                block = np.asarray(self.level_array(level)[y0:y1, x0:x1])
         except WsiSegError:
             raise
         except Exception as exc:  # noqa: BLE001 - any codec failure means a corrupt file
             raise self._corrupt(f"level {level} rows {y0}:{y1} cols {x0}:{x1}", exc) from exc
-        return block if self.is_mask else to_rgb(block)
+        return self._pixels(block)
+
+    def _pixels(self, block: np.ndarray) -> np.ndarray:
+        """Raw decoded pixels -> what this reader returns (RGB here; masks: labels)."""
+        return to_rgb(block)
+
+    def window_view(self, level: int) -> WindowLevel:
+        """A lazy view of a level returning what ``read_region`` returns (RGB or labels),
+        read through the reader's fastest path.
+
+        Shape: ``(h, w, 3)`` for slides, ``(h, w)`` for masks.
+        """
+        level = self.check_level(level)
+        (h, w), (th, tw) = self._shapes_hw[level], self._tiles_hw[level]
+        tail = () if self.is_mask else (3,)
+
+        def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+            return self._read_window(level, y0, y1, x0, x1)
+
+        return WindowLevel((h, w, *tail), (th, tw, *tail), read)
 
     def _corrupt(self, what: str, exc: BaseException) -> CorruptSlideError:
         return CorruptSlideError(
@@ -181,12 +210,19 @@ class ReaderBase:
         Shape: ``(th, tw, 3)`` (slides) or ``(th, tw)`` (masks), smaller at the edges.
         """
         y0, y1, x0, x1 = self.tile_bounds(level, tile_row, tile_col)
+        if self._tiles is not None:
+            return self._pixels(self._tiles.decode(level, tile_row, tile_col))
         return self._read_window(level, y0, y1, x0, x1)
 
     def tile_nbytes(self, level: int, tile_row: int, tile_col: int) -> int:
-        """Compressed bytes of one native tile (0: unknown for this backend)."""
+        """Compressed bytes of one native tile in the file (0: unknown for this backend)."""
         self.tile_bounds(level, tile_row, tile_col)
-        return 0
+        return 0 if self._tiles is None else self._tiles.nbytes(level, tile_row, tile_col)
+
+    def check_complete(self) -> None:
+        """CorruptSlideError when a TIFF ends before its tile data does (truncated)."""
+        if self._tiles is not None:
+            self._tiles.check_complete()
 
     def tile_grid_hw(self, level: int) -> tuple[int, int]:
         """Number of native tiles down and across a level."""
@@ -241,19 +277,13 @@ class ReaderBase:
 
     def _read_level_reduced(self, level: int, factor: int) -> np.ndarray:
         """A whole level area-averaged by ``factor`` (masks: strided nearest)."""
-        array = self.level_array(level)
-        try:
-            if self.is_mask:
-                return read_level_downsampled(array, factor, nearest=True)
-            return to_rgb(read_level_downsampled(array, factor))
-        except WsiSegError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any codec failure means a corrupt file
-            raise self._corrupt(f"level {level}", exc) from exc
+        return read_level_downsampled(self.window_view(level), factor, nearest=self.is_mask)
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
-        """Release the file; subclasses close their handles."""
+        """Release the file; subclasses close their own handles too."""
+        if self._tiles is not None:
+            self._tiles.close()
 
     def __enter__(self) -> ReaderBase:
         return self

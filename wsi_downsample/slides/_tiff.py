@@ -126,6 +126,23 @@ class TiffTiles:
         tile = tile.reshape(tile.shape[-3:])[:vh, :vw]
         return tile[..., 0] if tile.shape[-1] == 1 and len(page.shape) == 2 else tile
 
+    def read_window(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Assemble rows ``y0:y1`` and columns ``x0:x1`` of a level from its tiles.
+
+        Shape: ``(y1 - y0, x1 - x0[, samples])``.
+        """
+        (th, tw), page = self.tile_hw(level), self.pages[level]
+        out = np.empty((y1 - y0, x1 - x0, *page.shape[2:]), page.dtype)
+        for row in range(y0 // th, (y1 - 1) // th + 1):
+            for col in range(x0 // tw, (x1 - 1) // tw + 1):
+                tile, ty, tx = self.decode(level, row, col), row * th, col * tw
+                a0, a1 = max(y0, ty), min(y1, ty + tile.shape[0])
+                b0, b1 = max(x0, tx), min(x1, tx + tile.shape[1])
+                out[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] = tile[
+                    a0 - ty : a1 - ty, b0 - tx : b1 - tx
+                ]
+        return out
+
     def check_complete(self) -> None:
         """CorruptSlideError when a level's tile data runs past the end of the file."""
         size = os.path.getsize(self.path)

@@ -74,24 +74,11 @@ class MaskReader(ReaderBase):
     def level_array(self, level: int) -> LazyLevel:
         return self._arrays[self.check_level(level)]
 
-    def read_tile(self, level: int, tile_row: int, tile_col: int) -> np.ndarray:
-        if self._tiles is None:
-            return super().read_tile(level, tile_row, tile_col)
-        return to_labels(self._tiles.decode(self.check_level(level), tile_row, tile_col), self.path)
-
-    def check_complete(self) -> None:
-        """CorruptSlideError when the file ends before its tile data does (truncated)."""
-        if self._tiles is not None:
-            self._tiles.check_complete()
-
-    def tile_nbytes(self, level: int, tile_row: int, tile_col: int) -> int:
-        if self._tiles is None:
-            return super().tile_nbytes(level, tile_row, tile_col)
-        return self._tiles.nbytes(self.check_level(level), tile_row, tile_col)
+    def _pixels(self, block: np.ndarray) -> np.ndarray:
+        return to_labels(block, self.path)
 
     def close(self) -> None:
-        if self._tiles is not None:
-            self._tiles.close()
+        super().close()
         if self._closer is not None:
             self._closer.close()
 

@@ -117,6 +117,7 @@ class OpenSlideReader(ReaderBase):
         )
 
     def close(self) -> None:
+        super().close()
         if self._tiff_tiles is not None:
             self._tiff_tiles.close()
         self._slide.close()

@@ -64,16 +64,6 @@ class TiffSlideReader(ReaderBase):
     def level_array(self, level: int) -> LazyLevel:
         return self._slide.zarr_group[str(self.check_level(level))]  # type: ignore[return-value]
 
-    def read_tile(self, level: int, tile_row: int, tile_col: int) -> np.ndarray:
-        return to_rgb(self._tiles.decode(self.check_level(level), tile_row, tile_col))
-
-    def check_complete(self) -> None:
-        """CorruptSlideError when the file ends before its tile data does (truncated)."""
-        self._tiles.check_complete()
-
-    def tile_nbytes(self, level: int, tile_row: int, tile_col: int) -> int:
-        return self._tiles.nbytes(self.check_level(level), tile_row, tile_col)
-
     @property
     def objective_power(self) -> float | None:
         value = self._slide.properties.get("tiffslide.objective-power")
@@ -93,5 +83,5 @@ class TiffSlideReader(ReaderBase):
         return LazyMapping(list(images), lambda name: to_rgb(np.asarray(images[name])))
 
     def close(self) -> None:
-        self._tiles.close()
+        super().close()
         self._slide.close()

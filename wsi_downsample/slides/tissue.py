@@ -108,7 +108,8 @@ def tissue_mask(
     level = best_level_for_downsample(reader.level_downsamples, target)
     level_ds = reader.level_downsamples[level]
     factor = max(1, math.floor(target / level_ds + 1e-6))
-    rgb = to_rgb(read_level_downsampled(reader.level_array(level), factor))
+    view = getattr(reader, "window_view", reader.level_array)(level)  # fast path when offered
+    rgb = to_rgb(read_level_downsampled(view, factor))
     downsample = level_ds * factor
     if reader.mpp is not None:
         pixel_um2 = reader.mpp.x * reader.mpp.y * downsample**2
