@@ -295,3 +295,58 @@ def test_truncated_tiff_is_corrupt(tmp_path) -> None:
             check_decodable(slide)
         with pytest.raises(CorruptSlideError, match="cut.tif: tile .0, 0. of level 0"):
             slide.read_tile(0, 0, 0)
+
+
+def test_pickle_reopens_by_path(tmp_path) -> None:
+    import pickle
+
+    from wsi_downsample.slides import open_mask
+
+    with open_slide(real_file(TCGA), mpp=0.25) as slide:
+        clone = pickle.loads(pickle.dumps(slide))
+        assert clone.backend == "tiffslide" and clone.mpp == Mpp(0.25, 0.25)
+        assert np.array_equal(clone.read_tile(1, 1, 1), slide.read_tile(1, 1, 1))
+        clone.close()
+    lab = np.zeros((64, 64), np.uint8)
+    lab[8:40, 16:48] = 2
+    tifffile.imwrite(tmp_path / "m.tif", lab, tile=(32, 32))
+    mask = open_mask(tmp_path / "m.tif", downsample=4)
+    mask._mpp_override = Mpp(2.0, 2.0)
+    clone = pickle.loads(pickle.dumps(mask))
+    assert clone.is_mask and clone.frame_downsample == 4.0 and clone.mpp == Mpp(2.0, 2.0)
+    assert np.array_equal(clone.read_region((0, 0), 0, (64, 64)), lab)
+
+
+def test_non_ascii_path_both_backends(tmp_path) -> None:
+    import shutil
+
+    path = tmp_path / "😐 slide.svs"
+    shutil.copy(real_file(FIX + "small.svs"), path)
+    with open_slide(path) as ts, open_slide(path, backend="openslide") as os_:
+        assert np.array_equal(
+            ts.read_region((0, 0), 0, (16, 16)), os_.read_region((0, 0), 0, (16, 16))
+        )
+
+
+def test_auto_falls_back_to_openslide_when_tiffslide_refuses(monkeypatch) -> None:
+    from wsi_downsample.slides import tiffslide as ts_module
+
+    def refuse(self, path, *, mpp=None):
+        raise NotASlideError(f"{path}: tiffslide cannot open it as a slide (test)")
+
+    monkeypatch.setattr(ts_module.TiffSlideReader, "__init__", refuse)
+    with open_slide(real_file(CMU1)) as slide:
+        assert slide.backend == "openslide" and slide.dimensions == (2220, 2967)
+    with pytest.raises(NotASlideError, match="tiffslide cannot open"):
+        open_slide(real_file(CMU1), backend="tiffslide")
+
+
+def test_tiles_decode_identically_from_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open_slide(real_file(CMU1)) as slide:
+        keys = [(r, c) for r in range(13) for c in range(10)]
+        serial = [slide.read_tile(0, r, c) for r, c in keys]
+        with ThreadPoolExecutor(4) as pool:
+            threaded = list(pool.map(lambda k: slide.read_tile(0, *k), keys * 2))
+        assert all(np.array_equal(a, b) for a, b in zip(serial * 2, threaded, strict=True))

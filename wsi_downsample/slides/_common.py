@@ -291,6 +291,27 @@ class ReaderBase:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as "reopen this path": readers cross process boundaries (spawned DataLoader
+        workers, dask) without their file handles."""
+        frame = getattr(self, "frame_downsample", 1.0)
+        return _reopen, (self.backend, str(self.path), self._mpp_override, self.is_mask, frame)
+
     def __repr__(self) -> str:
         w, h = self.dimensions
         return f"{type(self).__name__}({str(self.path)!r}, {w}x{h}, levels={self.level_count})"
+
+
+def _reopen(
+    backend: str, path: str, mpp: Mpp | None, is_mask: bool, frame_downsample: float
+) -> ReaderBase:
+    """Unpickle a reader by opening its file again (see ``ReaderBase.__reduce__``)."""
+    if not is_mask:
+        from wsi_downsample.slides.open import open_slide
+
+        return open_slide(path, backend=backend, mpp=mpp)
+    from wsi_downsample.slides.masks import open_mask
+
+    mask = open_mask(path, backend=backend)
+    mask.frame_downsample, mask._mpp_override = frame_downsample, mpp
+    return mask
