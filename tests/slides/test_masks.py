@@ -83,8 +83,12 @@ def test_uint16_single_channel_tiff_is_cast(tmp_path) -> None:
     with open_mask(tmp_path / "m16.tif") as mask:
         assert np.array_equal(mask.read_region((0, 0), 0, (384, 256)), lab.astype(np.uint8))
     tifffile.imwrite(tmp_path / "mf.tif", lab.astype(np.float32))
-    with pytest.raises(NotASlideError, match="float32"):
-        open_mask(tmp_path / "mf.tif").read_region((0, 0), 0, (4, 4))
+    with pytest.raises(NotASlideError, match="mf.tif: mask pixels are float32"):
+        open_mask(tmp_path / "mf.tif")
+    lab[5, 5] = 300
+    tifffile.imwrite(tmp_path / "big.tif", lab)
+    with open_mask(tmp_path / "big.tif") as mask, pytest.raises(NotASlideError, match="0..300"):
+        mask.read_region((0, 0), 0, (16, 16))
 
 
 def test_downsampled_mask_frame_and_mpp(tmp_path, slide_path) -> None:

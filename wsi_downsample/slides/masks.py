@@ -33,7 +33,14 @@ def to_labels(block: np.ndarray, path: Path | str = "") -> np.ndarray:
         block = block[..., 0]
     if block.dtype == np.uint8:
         return block
-    if block.dtype == bool or np.issubdtype(block.dtype, np.integer):
+    if block.dtype == bool:
+        return block.astype(np.uint8)
+    if np.issubdtype(block.dtype, np.integer):
+        if block.size and (block.min() < 0 or block.max() > 255):
+            raise NotASlideError(
+                f"{path}: mask values span {block.min()}..{block.max()}; labels must be 0..255: "
+                "remap the classes (e.g. with the config's label map) and re-export the mask"
+            )
         return block.astype(np.uint8)
     raise NotASlideError(
         f"{path}: mask pixels are {block.dtype}; label masks must hold integer class values "
@@ -107,6 +114,8 @@ def _open_tiff_mask(path: Path) -> MaskReader:
                 f"{path}: mask axes are {series.axes!r}; a label mask must be one 2-D plane "
                 "(YX) or RGB (YXS, label in red): export a single-plane mask"
             )
+        if not (series.dtype == bool or np.issubdtype(series.dtype, np.integer)):
+            to_labels(np.zeros(0, series.dtype), path)  # raises the dtype error now, not later
         pages = [lvl.keyframe for lvl in series.levels]
         for page in pages:
             check_compression(page, path)
