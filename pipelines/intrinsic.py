@@ -130,9 +130,10 @@ def _region_labels(
     config: Config,
 ) -> np.ndarray:
     """The region's labels at ``level``, translated by the label map; unmapped values fail."""
-    x0, y0 = region.x0, region.y0
-    w = max(1, int(round((region.x1 - region.x0) / ds)))
-    h = max(1, int(round((region.y1 - region.y0) / ds)))
+    frame = getattr(mask, "frame_downsample", 1)  # masks may be stored at 1/N of the slide
+    x0, y0 = int(region.x0 / frame), int(region.y0 / frame)
+    w = max(1, int(round((region.x1 - region.x0) / frame / ds)))
+    h = max(1, int(round((region.y1 - region.y0) / frame / ds)))
     raw = np.asarray(mask.read_region((x0, y0), level, (w, h)))
     values = set(np.unique(raw).tolist())
     unknown = sorted(values - config.mapped_values(row.label_map))
