@@ -284,3 +284,56 @@ def test_real_svs_matches_read_region_and_grid_sample():
         # the density pulls points inwards: x in [414, 1386], y in [643, 2086] -> 240-px tile
         # columns 1..5 and rows 2..8
         assert out.stats.tiles_decoded == 35 == len(footprint_tiles(slide, grid, out.levels)[0])
+
+
+def test_zarr_level_cache_samples_like_its_level(pyramid, tmp_path):
+    from wsi_downsample.slides.zarr_cache import open_level_cache
+
+    path, levels = pyramid
+    grid = _random_grid(12, 10, seed=13)
+    with open_slide(path) as slide:
+        cache = open_level_cache(
+            slide, tmp_path / "l1.zarr", level=1, chunk_hw=(64, 64), progress=False
+        )
+        direct = SlideSampler(slide, source_level=1).sample(grid)
+    source = ArrayTileSource.from_level_cache(cache)
+    assert source.levels[0].downsample == 4.0 and source.levels[0].tile_hw == (64, 64)
+    out = SlideSampler(source, source_mpp=2.0).sample(grid)  # cache mpp 2.0 = level 0 here
+    assert torch.equal(out.image, direct.image)
+    assert out.stats.tiles_decoded == len(footprint_tiles(source, grid, out.levels)[0])
+
+
+def test_levels_override(pyramid):
+    path, levels = pyramid
+    grid = _random_grid(4, 5, seed=17)
+    chosen = torch.tensor([0, 1, 2, 1, 0]).repeat(4, 1)
+    with open_slide(path) as slide, SlideSampler(slide, source_level=0) as s:
+        out = s.sample(grid, levels=chosen)
+        with pytest.raises(ValueError, match="do not match"):
+            s.sample(grid, levels=chosen[:2])
+    assert torch.equal(out.levels, chosen)
+    for k in range(3):
+        ref = _reference(levels[k], grid, 4.0**k)
+        assert (out.image - ref).abs()[:, chosen == k].max() < 1e-5
+
+
+def test_synthetic_jpeg_slide_and_mask(synthetic_slide):
+    """JPEG tiles: each backend equals the in-memory sampler on its own decode of the level;
+    across backends the decoders may differ (tolerance 2/255; here they agree exactly)."""
+    from wsi_downsample.slides.masks import open_mask
+
+    r = synthetic_slide.regions[0]
+    grid = uniform_grid((r.x0, r.y0, r.x1, r.y1), (40, 50)) + 0.37
+    images = []
+    for backend in ("tiffslide", "openslide"):
+        with open_slide(synthetic_slide.slide_path, backend=backend) as slide:
+            out = SlideSampler(slide, source_level=1).sample(grid)
+            level = np.asarray(slide.level_array(1)[:])
+        assert (out.image - _reference(level, grid, 4.0)).abs().max() < 1e-5
+        images.append(out.image)
+    assert (images[0] - images[1]).abs().max() <= 2 / 255
+    with open_mask(synthetic_slide.mask_path) as mask:
+        got = SlideSampler(mask, source_level=0).sample_labels(grid)
+        labels = torch.from_numpy(np.asarray(mask.level_array(0)[:]))
+    ref = sample_labels(labels[None], grid[None])[0].long()
+    assert torch.equal(got.values, ref) and set(ref.unique().tolist()) >= {0, 1}

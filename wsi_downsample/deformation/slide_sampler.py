@@ -244,28 +244,32 @@ class SlideSampler:
         downsamples = [info.downsample for info in self.slide.levels]
         return choose_levels(grid, downsamples, self.source_level, self.level_choice, self.spacing)
 
-    def sample(self, grid: torch.Tensor) -> SampleResult:
+    def sample(self, grid: torch.Tensor, levels: torch.Tensor | None = None) -> SampleResult:
         """Bilinear RGB samples at the grid; differentiable w.r.t. the grid.
+
+        ``levels`` overrides the level choice (e.g. the levels of another sample).
 
         Shape: ``(h, w, 2)`` -> values ``(3, h, w)`` float (the grid's dtype if floating).
         """
-        values, levels, stats = self._sample(grid, nearest=False)
+        values, levels, stats = self._sample(grid, levels, nearest=False)
         return SampleResult(values.T.reshape(-1, *grid.shape[:2]), levels, stats)
 
-    def sample_labels(self, grid: torch.Tensor) -> SampleResult:
+    def sample_labels(self, grid: torch.Tensor, levels: torch.Tensor | None = None) -> SampleResult:
         """Nearest labels (the pixel holding each point) of a mask, with the same level choice.
 
         Shape: ``(h, w, 2)`` -> values ``(h, w)`` int64.
         """
-        values, levels, stats = self._sample(grid, nearest=True)
+        values, levels, stats = self._sample(grid, levels, nearest=True)
         return SampleResult(values.reshape(grid.shape[:2]), levels, stats)
 
     def _sample(
-        self, grid: torch.Tensor, nearest: bool
+        self, grid: torch.Tensor, levels: torch.Tensor | None, nearest: bool
     ) -> tuple[torch.Tensor, torch.Tensor, ReadStats]:
-        if grid.ndim != 3 or grid.shape[-1] != 2:
+        if grid.ndim != 3 or grid.shape[-1] != 2 or grid.shape[0] * grid.shape[1] == 0:
             raise ValueError(f"grid must be (h, w, 2) of (x, y), got shape {tuple(grid.shape)}")
-        levels = self.levels_for(grid)
+        levels = self.levels_for(grid) if levels is None else levels.to(torch.int64)
+        if levels.shape != grid.shape[:2]:
+            raise ValueError(f"levels {tuple(levels.shape)} do not match grid {tuple(grid.shape)}")
         flat, lv, stats = grid.reshape(-1, 2), levels.reshape(-1), ReadStats()
         order, parts = [], []
         for k in torch.unique(lv).tolist():

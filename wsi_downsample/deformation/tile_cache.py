@@ -65,6 +65,19 @@ class ArrayTileSource:
             for k, (a, d, t) in enumerate(zip(arrays, downsamples, tiles, strict=True))
         )
 
+    @classmethod
+    def from_level_cache(cls, array: Any) -> ArrayTileSource:
+        """One level from a zarr level cache (``slides.zarr_cache``): its chunks are the tiles.
+
+        The cache's ``downsample`` attribute places it in the level-0 frame; its ``mpp``
+        attribute (at the cache's resolution) gives the level-0 mpp.
+        """
+        attrs = dict(array.attrs)
+        ds = float(attrs.get("downsample", 1.0))
+        mpp = attrs.get("mpp")
+        level0_mpp = None if mpp is None else tuple(float(m) / ds for m in mpp)
+        return cls([array], [ds], mpp=level0_mpp)
+
     @property
     def levels(self) -> tuple[LevelInfo, ...]:
         return self._levels
