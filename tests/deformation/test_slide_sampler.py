@@ -134,7 +134,10 @@ def test_gradients_reach_the_grid_and_equal_grid_sample_gradients(pyramid):
     grid = _random_grid(5, 6, lo=10.0, hi=1000.0, seed=5).double().requires_grad_(True)
     weights = torch.randn(3, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with open_slide(path) as slide, SlideSampler(slide, source_level=1) as s:
-        (s.sample(grid).image * weights).sum().backward()
+        out = s.sample(grid)
+        (out.image * weights).sum().backward()
+        full = footprint_tiles(slide, grid, out.levels, with_grad=True)
+    assert out.stats.tiles_decoded == len(full[1])  # all 2 x 2 neighbours: the gradient needs them
     ours = grid.grad.clone()
     grid.grad = None
     (_reference(levels[1], grid, 4.0) * weights).sum().backward()
@@ -216,6 +219,19 @@ def test_cache_is_bounded_and_hits_are_counted(pyramid):
         assert torch.equal(a.image, b.image)
         assert b.stats.tiles_decoded == 0 and b.stats.cache_hits == a.stats.tiles_decoded == 64
         assert s.stats.tiles_decoded == 64 and s.stats.cache_hits == 64  # accumulated
+
+
+def test_bad_arguments_are_reported(pyramid):
+    path, _ = pyramid
+    with open_slide(path) as slide:
+        with pytest.raises(ValueError, match="level choice"):
+            SlideSampler(slide, level_choice="mip")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="spacing rule"):
+            SlideSampler(slide, spacing="mean")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="not both"):
+            SlideSampler(slide, source_level=0, source_mpp=0.5)
+        with pytest.raises(ValueError, match=r"\(h, w, 2\)"):
+            SlideSampler(slide).sample(torch.zeros(4, 2))
 
 
 def test_tile_cache_lru_order():

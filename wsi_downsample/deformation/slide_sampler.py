@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from wsi_downsample.deformation.tile_cache import ReadStats, TileFetcher, TileSource
+from wsi_downsample.deformation.tile_cache import ReadStats, TileCache, TileFetcher, TileSource
 from wsi_downsample.errors import LevelError, MissingMppError
 from wsi_downsample.slides.base import LevelInfo
 from wsi_downsample.slides.pyramid import RTOL, level_for_mpp, level_mpps
@@ -118,6 +118,7 @@ def _taps(
     Shape: ``(n, 2)`` -> rows ``(n, 4)``, cols ``(n, 4)``, weights ``(n, 4)``.
     """
     (h, w), ds = info.shape_hw, info.downsample
+    xy = xy.to(torch.float64)  # in float32, x ~ 1e5 leaves u only ~4e-3 exact
     u, v = xy[:, 0] / ds - 0.5, xy[:, 1] / ds - 0.5
     j0, i0 = torch.floor(u.detach()), torch.floor(v.detach())
     a, b = u - j0, v - i0
@@ -209,6 +210,8 @@ class SlideSampler:
     ) -> None:
         if level_choice not in ("fixed", "adaptive"):
             raise ValueError(f"unknown level choice {level_choice!r}; use 'fixed' or 'adaptive'")
+        if spacing not in ("max", "geomean"):
+            raise ValueError(f"unknown spacing rule {spacing!r}; use 'max' or 'geomean'")
         self.slide = slide
         self.level_choice: LevelChoice = level_choice
         self.spacing: SpacingRule = spacing
@@ -236,7 +239,8 @@ class SlideSampler:
         return level_for_mpp(mpps, 0.5 if mpp is None else mpp)
 
     @property
-    def cache(self):  # noqa: ANN201 - TileCache
+    def cache(self) -> TileCache:
+        """The LRU of decoded tiles (``len(cache) <= cache.max_tiles``)."""
         return self.fetcher.cache
 
     def levels_for(self, grid: torch.Tensor) -> torch.Tensor:
