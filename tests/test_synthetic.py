@@ -162,6 +162,41 @@ def test_tiles_are_independent_of_tiling() -> None:
     assert np.array_equal(part_rgb, rgb[50:114, 100:164])
 
 
+def _outline(core):
+    """The core as a shapely shape: the body between ``v = bend(u) +- r(u)`` and two caps."""
+    from shapely.geometry import Point, Polygon
+    from shapely.ops import unary_union
+
+    u = np.linspace(0, core.length, 400)
+    vc = core.bend * np.sin(np.pi * u / core.length)
+    r = (
+        core.thickness
+        / 2
+        * (1 + sum(a * np.sin(2 * np.pi * u / wl + ph) for a, wl, ph in core.wobble))
+    )
+    side = [core.to_xy(a, b) for a, b in zip(u, vc + r, strict=True)]
+    other = [core.to_xy(a, b) for a, b in zip(u[::-1], (vc - r)[::-1], strict=True)]
+    caps = [Point(core.to_xy(u[i], vc[i])).buffer(r[i], 64) for i in (0, -1)]
+    return unary_union([Polygon(side + other), *caps])
+
+
+@pytest.mark.parametrize("shape_hw", [(100000, 100000), (15360, 20480), (3000, 700)])
+def test_cores_never_touch_and_stay_on_the_slide(shape_hw: tuple[int, int]) -> None:
+    layout = make_layout(shape_hw, 0, 0.5)
+    shapes = [_outline(c) for c in layout.cores]
+    h, w = shape_hw
+    for k, shape in enumerate(shapes):
+        x0, y0, x1, y1 = shape.bounds
+        assert 0 < x0 and x1 < w and 0 < y0 and y1 < h
+        bx0, by0, bx1, by1 = layout.cores[k].box  # the box used to skip tiles holds it
+        assert bx0 <= x0 and by0 <= y0 and x1 <= bx1 and y1 <= by1
+        gap = 0.1 * layout.cores[k].thickness
+        for j in range(k + 1, len(shapes)):
+            ox0, oy0, ox1, oy1 = shapes[j].bounds
+            if ox0 < x1 + gap and x0 < ox1 + gap and oy0 < y1 + gap and y0 < oy1 + gap:
+                assert shape.distance(shapes[j]) > gap
+
+
 def test_layout_options_and_orientation(tmp_path: Path) -> None:
     two = write_synthetic_slide(tmp_path, (1024, 1536), seed=1, name="two", n_regions=2)
     assert len(two.regions) == 2

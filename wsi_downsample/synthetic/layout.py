@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -13,6 +14,7 @@ CLASS_NAMES = ("background", "benign", "Gleason 3", "Gleason 4", "atrophy", "HGP
 """Default Gleason class table: label value = index."""
 
 _CORE_THICKNESS_UM = 1000.0  # a needle biopsy core is ~1 mm across
+_CAP_GAP = 1.6  # end-to-end axis gap in a band, in thicknesses: caps + bend + 0.1 t clear
 _BAND = 2.2  # band height per core, in core thicknesses
 
 
@@ -41,6 +43,19 @@ class Core:
     def max_half_width(self) -> float:
         return self.thickness / 2 * (1 + sum(abs(a) for a, _, _ in self.wobble))
 
+    @cached_property
+    def sd_slope(self) -> float:
+        """An upper bound (with 10% margin) of the gradient of the signed distance to the
+        core's edge: how fast it can change per pixel."""
+        bend = abs(self.bend) * math.pi / self.length
+        wob = sum(self.thickness / 2 * abs(a) * 2 * math.pi / wl for a, wl, _ in self.wobble)
+        return 1.1 * (math.hypot(1.0, bend) + wob)
+
+    @cached_property
+    def box(self) -> tuple[float, float, float, float]:
+        """:meth:`bbox`, computed once."""
+        return self.bbox()
+
     def bbox(self) -> tuple[float, float, float, float]:
         """A box ``(x0, y0, x1, y1)`` that surely holds the core (level-0 pixels)."""
         r = self.max_half_width + 1
@@ -66,6 +81,17 @@ class Layout:
     cores: tuple[Core, ...]
     cell: int  # side of the jittered gland grid's cells, level-0 pixels
 
+    @cached_property
+    def boxes(self) -> np.ndarray:
+        """The cores' boxes as an ``(n, 4)`` array of ``x0, y0, x1, y1``."""
+        return np.array([c.box for c in self.cores], np.float64).reshape(-1, 4)
+
+    def cores_in(self, y0: int, x0: int, h: int, w: int) -> list[int]:
+        """Indices of the cores whose box meets the window ``[y0, y0+h) x [x0, x0+w)``."""
+        b = self.boxes
+        hit = (b[:, 0] < x0 + w) & (b[:, 2] > x0) & (b[:, 1] < y0 + h) & (b[:, 3] > y0)
+        return [int(k) for k in np.flatnonzero(hit)]
+
 
 def _slots(short: float, long: float, t: float, rng: np.random.Generator) -> list[tuple]:
     """Candidate cores ``(v_centre, u_start, length, band)`` laid in bands across ``short``.
@@ -85,7 +111,7 @@ def _slots(short: float, long: float, t: float, rng: np.random.Generator) -> lis
             if row and pos + length > long - 2 * margin:
                 break
             row.append((pos, length))
-            pos += length + rng.uniform(0.4, 1.2) * t
+            pos += length + _CAP_GAP * t + rng.uniform(0.0, 0.8) * t
         end = row[-1][0] + row[-1][1]
         shift = margin + rng.uniform(0, max(0.0, long - 2 * margin - end))
         v_mid = (b + 0.5) * band

@@ -1,10 +1,4 @@
-"""Per-tile rendering of synthetic H&E-like tissue and its Gleason labels, from a Layout.
-
-Every pixel depends only on its level-0 position, the layout and the seed (integer hashes of
-coordinates, no global state), so any tile of any slide size is computed on its own. Glands
-sit on a jittered grid of ``layout.cell``-pixel cells, at most one per cell and wholly inside
-it, so a pixel only looks at its own cell's gland.
-"""
+"""Per-tile rendering of synthetic H&E-like tissue and its Gleason labels, from a Layout."""
 
 from __future__ import annotations
 
@@ -68,13 +62,6 @@ def _core_sd_scalar(core: Core, x: float, y: float) -> float:
     return math.hypot(u - uc, v) - core.thickness / 2 * r
 
 
-def _slope(core: Core) -> float:
-    """An upper bound of ``|grad sd|``: how fast the signed distance can change per pixel."""
-    bend = abs(core.bend) * np.pi / core.length
-    wob = sum(core.thickness / 2 * abs(a) * 2 * np.pi / wl for a, wl, _ in core.wobble)
-    return 1.1 * (float(np.hypot(1.0, bend)) + wob)
-
-
 def _split(core: Core, slope: float, window: tuple, inside: list, edge: list) -> None:
     """Sort ``window`` (level-0 ``r0, r1, c0, c1``) into wholly-inside and edge windows.
 
@@ -103,7 +90,7 @@ def _fill_core(core_map: np.ndarray, k: int, core: Core, y0: int, x0: int, windo
     """Mark the pixels of ``core`` in ``window`` of the tile; return whether any was marked."""
     inside: list[tuple[int, int, int, int]] = []
     edge: list[tuple[int, int, int, int]] = []
-    _split(core, _slope(core), window, inside, edge)
+    _split(core, core.sd_slope, window, inside, edge)
     for r0, r1, c0, c1 in inside:
         core_map[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] = k
     if not edge:
@@ -119,10 +106,11 @@ def _core_map(layout: Layout, y0: int, x0: int, h: int, w: int) -> tuple[np.ndar
     """Index of the core holding each pixel (-1: background) and the cores in the tile."""
     core_map = np.full((h, w), -1, np.int16)
     near = []
-    for k, core in enumerate(layout.cores):
-        bx0, by0, bx1, by1 = core.bbox()
-        r0, r1 = max(y0, int(by0)), min(y0 + h, int(np.ceil(by1)))
-        c0, c1 = max(x0, int(bx0)), min(x0 + w, int(np.ceil(bx1)))
+    for k in layout.cores_in(y0, x0, h, w):
+        core = layout.cores[k]
+        bx0, by0, bx1, by1 = core.box
+        r0, r1 = max(y0, int(by0)), min(y0 + h, math.ceil(by1))
+        c0, c1 = max(x0, int(bx0)), min(x0 + w, math.ceil(bx1))
         if r0 < r1 and c0 < c1 and _fill_core(core_map, k, core, y0, x0, (r0, r1, c0, c1)):
             near.append((k, core))
     return core_map, near
@@ -179,10 +167,17 @@ class TileLabels:
     gland_rc: tuple[np.ndarray, np.ndarray]  # rows, cols (in the tile) of gland pixels
     gland_rho: np.ndarray  # their normalised radius within the gland (0 centre, 1 edge)
     gland_lumen: np.ndarray  # their gland's lumen radius / gland radius
+    cores: tuple[int, ...] = ()  # indices of the cores with pixels in the tile
 
 
 def render_labels(layout: Layout, y0: int, x0: int, h: int, w: int) -> TileLabels:
     """Labels of the level-0 tile ``[y0, y0+h) x [x0, x0+w)``.
+
+    Every pixel depends only on its level-0 position, the layout and the seed (integer
+    hashes of coordinates, no global state), so any tile of any slide is computed on its
+    own and tilings agree exactly. Glands sit on a jittered grid of ``layout.cell``-pixel
+    cells, at most one per cell and wholly inside it and inside its core; a gland's class
+    is its zone's class (80%; else benign).
 
     Values: 0 background, 1 benign (stroma and benign glands), 2 Gleason 3, 3 Gleason 4,
     4 atrophy, 5 HGPIN (a gland's whole ellipse, rim and lumen, carries its class).
@@ -199,7 +194,8 @@ def render_labels(layout: Layout, y0: int, x0: int, h: int, w: int) -> TileLabel
         g = _cell_glands(layout, near, cy, cx)
         parts = _gland_pixels(g, cy0, cx0, cell, (y0, x0, h, w))
         labels[parts[0], parts[1]] = parts[4]
-        return TileLabels(labels, core, (parts[0], parts[1]), parts[2], parts[3])
+        ids = tuple(k for k, _ in near)
+        return TileLabels(labels, core, (parts[0], parts[1]), parts[2], parts[3], ids)
     empty = np.zeros(0, np.int64)
     return TileLabels(labels, core, (empty, empty), np.zeros(0, np.float32), np.zeros(0))
 

@@ -54,17 +54,19 @@ class _LabelStats:
     def __call__(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
         tile = render_labels(self.layout, y0, x0, h, w)
         self.counts += np.bincount(tile.labels.ravel(), minlength=len(CLASS_NAMES))
-        for k in np.unique(tile.core[tile.core >= 0]):
-            rows = np.flatnonzero((tile.core == k).any(axis=1))
-            cols = np.flatnonzero((tile.core == k).any(axis=0))
+        for k in tile.cores:
+            inside = tile.core == k
+            if len(tile.cores) == 1 and inside.all():  # interior tile: skip the scans
+                rows, cols, area = np.array([0, h - 1]), np.array([0, w - 1]), h * w
+            else:
+                rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+                area = int(inside.sum())
+                if area == 0:
+                    continue
             b = self.box[k]
-            b[:] = (
-                min(b[0], x0 + cols[0]),
-                min(b[1], y0 + rows[0]),
-                max(b[2], x0 + cols[-1] + 1),
-                max(b[3], y0 + rows[-1] + 1),
-            )
-            self.area[k] += int((tile.core == k).sum())
+            b[0], b[1] = min(b[0], x0 + cols[0]), min(b[1], y0 + rows[0])
+            b[2], b[3] = max(b[2], x0 + cols[-1] + 1), max(b[3], y0 + rows[-1] + 1)
+            self.area[k] += area
         return tile.labels
 
     def regions(self) -> tuple[Region, ...]:
