@@ -184,6 +184,7 @@ class PyramidCascade:
         for k, lev in enumerate(self.levels):
             lev.store = self._make_store(lev.shape, k + 1)
         self._strip: np.ndarray | None = None  # level-1 rows of the current tile row
+        self._carry_strip: np.ndarray | None = None  # their carry (the same array if equal)
 
     def _make_store(self, shape: tuple[int, ...], k: int) -> Any:
         nbytes = int(np.prod(shape)) * self.dtype.itemsize
@@ -206,18 +207,19 @@ class PyramidCascade:
         if not self.levels:
             return
         f, lev1 = self.factor, self.levels[0]
+        out, carry = self.reduce(tile)
         if x0 == 0:
             rows = -(-tile.shape[0] // f)
             self._strip = np.zeros((rows, *lev1.shape[1:]), self.dtype)
-            self._carry_strip = np.zeros_like(self._strip)
-        assert self._strip is not None
-        out, carry = self.reduce(tile)
+            self._carry_strip = self._strip if carry is out else np.zeros_like(self._strip)
+        assert self._strip is not None and self._carry_strip is not None, "tiles out of order"
         c0 = x0 // f
         self._strip[:, c0 : c0 + out.shape[1]] = out
-        self._carry_strip[:, c0 : c0 + out.shape[1]] = carry
+        if self._carry_strip is not self._strip:
+            self._carry_strip[:, c0 : c0 + out.shape[1]] = carry
         if x0 + tile.shape[1] >= self.shape0[1]:
             strip, carry_strip = self._strip, self._carry_strip
-            self._strip = None
+            self._strip = self._carry_strip = None
             self._feed(0, strip, carry_strip)
 
     def _feed(self, k: int, rows: np.ndarray, carry: np.ndarray) -> None:
@@ -232,8 +234,18 @@ class PyramidCascade:
         if n == 0:
             return
         take, lev.carry = lev.carry[:n], lev.carry[n:]
-        out, next_carry = self.reduce(take)
+        out, next_carry = self._reduce_strip(take)
         self._feed(k + 1, out, next_carry)
+
+    def _reduce_strip(self, strip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reduce a full-width strip in column chunks, bounding the reducer's temporaries."""
+        step = self.tile * self.factor
+        if strip.shape[1] <= step:
+            return self.reduce(strip)
+        parts = [self.reduce(strip[:, c : c + step]) for c in range(0, strip.shape[1], step)]
+        out = np.concatenate([p[0] for p in parts], axis=1)
+        same = all(p[0] is p[1] for p in parts)
+        return out, out if same else np.concatenate([p[1] for p in parts], axis=1)
 
     def _store_rows(self, lev: _Level, rows: np.ndarray) -> None:
         while rows.shape[0]:
