@@ -1,1 +1,48 @@
-"""wsi-seg."""
+"""Learned non-uniform downsampling: density -> grid (eq. 3) -> sampler -> exact inverse."""
+
+from wsi_downsample.deformation.budget import Budget, budget_shape, density_shape, parse_budget
+from wsi_downsample.deformation.grid import saliency_to_grid, uniform_grid
+from wsi_downsample.deformation.inverse import (
+    InverseTile,
+    OutputFrame,
+    auto_output_downsample,
+    invert_grid,
+    invert_labels,
+    iter_inverse_tiles,
+    iter_scatter_tiles,
+    scatter_nearest_inverse,
+)
+from wsi_downsample.deformation.net import DeformationNet
+from wsi_downsample.deformation.sampler import sample_image, sample_labels
+from wsi_downsample.deformation.samplers import (
+    SAMPLERS,
+    density_edge,
+    density_uniform,
+    get_sampler,
+)
+from wsi_downsample.deformation.targets import boundary_target
+
+__all__ = [
+    "Budget",
+    "budget_shape",
+    "density_shape",
+    "parse_budget",
+    "saliency_to_grid",
+    "uniform_grid",
+    "InverseTile",
+    "OutputFrame",
+    "auto_output_downsample",
+    "invert_grid",
+    "invert_labels",
+    "iter_inverse_tiles",
+    "iter_scatter_tiles",
+    "scatter_nearest_inverse",
+    "DeformationNet",
+    "sample_image",
+    "sample_labels",
+    "SAMPLERS",
+    "density_edge",
+    "density_uniform",
+    "get_sampler",
+    "boundary_target",
+]

@@ -1,0 +1,151 @@
+"""Training losses: segmentation loss in warped space, the edge regulariser, the joint loss."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from monai.losses import FocalLoss
+from torch import Tensor, nn
+
+from wsi_downsample.errors import ConfigError
+
+__all__ = [
+    "SEG_LOSSES",
+    "SCHEDULES",
+    "minmax_scale",
+    "edge_loss",
+    "SegmentationLoss",
+    "gamma_at",
+    "JointLossOutput",
+    "JointLoss",
+]
+
+SEG_LOSSES = ("ce", "focal")
+SCHEDULES = ("constant", "poly")
+
+
+def minmax_scale(maps: Tensor) -> Tensor:
+    """Per-image min-max scaling to [0, 1]; a constant map scales to 0 (no NaN, also in grad).
+
+    Shape: ``(N, ...)`` -> same.
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    lo = flat.amin(1, keepdim=True)
+    span = flat.amax(1, keepdim=True) - lo
+    scaled = (flat - lo) / span.clamp_min(torch.finfo(maps.dtype).tiny) * (span > 0)
+    return scaled.reshape(maps.shape)
+
+
+def edge_loss(density: Tensor, target: Tensor) -> Tensor:
+    """Edge regulariser ``L_e = MSE(m(d), m(d_t))``, ``m`` = per-image min-max scaling.
+
+    Shape: density, target ``(N, 1, h_d, w_d)`` -> scalar.
+    """
+    return F.mse_loss(minmax_scale(density), minmax_scale(target.to(density.dtype)))
+
+
+class SegmentationLoss(nn.Module):
+    """Focal (paper text, MONAI) or cross-entropy (authors' histology code) in warped space.
+
+    Pixels equal to ``ignore_index`` add nothing; the loss is the mean over the others
+    (focal: summed over classes per pixel). All pixels ignored gives 0.
+
+    Parameters
+    ----------
+    name : {"focal", "ce"}
+    ignore_index : int
+    gamma : float
+        Focusing parameter of the focal loss.
+    """
+
+    def __init__(self, name: str = "focal", *, ignore_index: int = 255, gamma: float = 2.0):
+        super().__init__()
+        if name not in SEG_LOSSES:
+            raise ConfigError(f"unknown loss {name!r}; available: {', '.join(SEG_LOSSES)}")
+        self.name, self.ignore_index = name, ignore_index
+        self.focal = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=gamma, reduction="none")
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Shape: logits ``(N, C, h, w)``, target ``(N, h, w)`` int -> scalar."""
+        target = target.long()
+        valid = target != self.ignore_index
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        if self.name == "ce":
+            return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+        safe = torch.where(valid, target, torch.zeros_like(target))
+        per_pixel = self.focal(logits, safe[:, None]).sum(1)
+        return (per_pixel * valid).sum() / valid.sum()
+
+
+def gamma_at(
+    step: int, *, gamma: float, schedule: str = "constant", total_steps: int = 0, power: float = 0.9
+) -> float:
+    """Edge-loss weight at a step: constant, or ``gamma (1 - step / total_steps) ** power``."""
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
+    if schedule == "constant":
+        return float(gamma)
+    if total_steps <= 0:
+        raise ConfigError("the 'poly' gamma schedule needs total_steps > 0")
+    return float(gamma) * max(0.0, 1.0 - step / total_steps) ** power
+
+
+class JointLossOutput(NamedTuple):
+    """Total loss and its parts (``gamma`` is the edge weight used)."""
+
+    total: Tensor
+    seg: Tensor
+    edge: Tensor
+    gamma: float
+
+
+class JointLoss(nn.Module):
+    """``L = L_seg(P_hat, Y_hat) + gamma(step) * L_e(d, d_t)`` (paper eq. 4).
+
+    Parameters
+    ----------
+    seg : SegmentationLoss or str
+        The segmentation loss, or its name.
+    gamma : float
+        Edge-loss weight (paper: 100).
+    schedule : {"constant", "poly"}
+        The authors' histology run decays gamma polynomially (power 0.9) to 0.
+    """
+
+    def __init__(
+        self,
+        seg: nn.Module | str = "focal",
+        *,
+        gamma: float = 100.0,
+        schedule: str = "constant",
+        power: float = 0.9,
+        total_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        self.seg = SegmentationLoss(seg) if isinstance(seg, str) else seg
+        self.gamma, self.schedule, self.power, self.total_steps = (
+            gamma,
+            schedule,
+            power,
+            total_steps,
+        )
+        gamma_at(0, gamma=gamma, schedule=schedule, total_steps=total_steps, power=power)
+
+    def forward(
+        self, logits: Tensor, target: Tensor, density: Tensor, density_target: Tensor, step: int = 0
+    ) -> JointLossOutput:
+        """Shape: logits ``(N, C, h, w)``, target ``(N, h, w)``, density and density_target
+        ``(N, 1, h_d, w_d)`` -> ``JointLossOutput`` of scalars."""
+        gamma = gamma_at(
+            step,
+            gamma=self.gamma,
+            schedule=self.schedule,
+            total_steps=self.total_steps,
+            power=self.power,
+        )
+        seg = self.seg(logits, target)
+        edge = edge_loss(density, density_target)
+        return JointLossOutput(seg + gamma * edge, seg, edge, gamma)

@@ -1,0 +1,128 @@
+"""Stats-first segmentation metrics: confusion counts, then IoU, mIoU, trimap accuracy.
+
+Reduce a dataset by summing counts, then take the IoU once. Three mIoU names keep the frames
+apart (METHOD.md "Metrics"): ``miou_full_resolution`` (prediction after the inverse vs the
+label in the output frame), ``miou_warped_space`` (P_hat vs Y_hat in the deformed low-res
+space) and ``intrinsic_iou`` (IoU(Y', Y) with Y' = inverse(G(Y))). The mean IoU excludes
+classes absent from both prediction and label (union 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from torch import Tensor
+
+from wsi_downsample.deformation.targets import boundary_map
+
+__all__ = [
+    "confusion_counts",
+    "iou_from_counts",
+    "mean_iou",
+    "miou_full_resolution",
+    "miou_warped_space",
+    "intrinsic_iou",
+    "trimap_counts",
+    "trimap_accuracy",
+    "sampled_fraction",
+]
+
+Array = np.ndarray | Tensor
+
+
+def _np(values: Array) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+
+
+def confusion_counts(
+    pred: Array, target: Array, num_classes: int, *, ignore_index: int | None = 255
+) -> np.ndarray:
+    """Confusion matrix ``counts[t, p]`` = pixels of label ``t`` predicted ``p``.
+
+    Pixels where the target or the prediction equals ``ignore_index`` are left out.
+
+    Shape: pred, target ``(...)`` same shape -> ``(C, C)`` int64.
+    """
+    p, t = _np(pred).ravel().astype(np.int64), _np(target).ravel().astype(np.int64)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {_np(pred).shape} and target {_np(target).shape} differ")
+    if ignore_index is not None:
+        keep = (t != ignore_index) & (p != ignore_index)
+        p, t = p[keep], t[keep]
+    for name, v in (("prediction", p), ("target", t)):
+        if v.size and (v.min() < 0 or v.max() >= num_classes):
+            raise ValueError(
+                f"{name} holds values outside 0..{num_classes - 1} (ignore_index={ignore_index})"
+            )
+    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).astype(np.int64)
+
+
+def iou_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Per-class IoU ``TP / (TP + FP + FN)``; NaN for classes absent from both (union 0).
+
+    Shape: ``(C, C)`` -> ``(C,)`` float64.
+    """
+    tp = np.diag(counts).astype(np.float64)
+    union = counts.sum(0) + counts.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(counts: np.ndarray) -> float:
+    """Mean of per-class IoU over present classes (absent classes excluded); NaN if none."""
+    iou = iou_from_counts(counts)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def miou_full_resolution(
+    pred: Array, target: Array, num_classes: int, *, ignore_index: int | None = 255
+) -> float:
+    """mIoU of the inverted prediction vs the label, both in the output (full-res) frame."""
+    return mean_iou(confusion_counts(pred, target, num_classes, ignore_index=ignore_index))
+
+
+def miou_warped_space(
+    pred_warped: Array, labels_warped: Array, num_classes: int, *, ignore_index: int | None = 255
+) -> float:
+    """mIoU of P_hat vs Y_hat, both in the low-res deformed space (never mix with the above)."""
+    return mean_iou(
+        confusion_counts(pred_warped, labels_warped, num_classes, ignore_index=ignore_index)
+    )
+
+
+def intrinsic_iou(
+    reconstructed: Array, labels: Array, num_classes: int, *, ignore_index: int | None = 255
+) -> float:
+    """Intrinsic upsampling mIoU(Y', Y): the label after sampling and inversion vs itself."""
+    return mean_iou(confusion_counts(reconstructed, labels, num_classes, ignore_index=ignore_index))
+
+
+def trimap_counts(
+    pred: Array, target: Array, band_px: float, *, ignore_index: int | None = 255
+) -> tuple[int, int]:
+    """Correct and total pixels within ``band_px`` (Euclidean) of a label boundary.
+
+    Shape: pred, target ``(H, W)`` -> ``(correct, total)``.
+    """
+    p, t = _np(pred), _np(target)
+    edges = boundary_map(t)
+    band = ndimage.distance_transform_edt(~edges) <= band_px if edges.any() else edges
+    if ignore_index is not None:
+        band &= t != ignore_index
+    return int((p[band] == t[band]).sum()), int(band.sum())
+
+
+def trimap_accuracy(
+    pred: Array, target: Array, band_px: float, *, ignore_index: int | None = 255
+) -> float:
+    """Pixel accuracy within ``band_px`` of label boundaries (Kohli et al. 2009); NaN if none."""
+    correct, total = trimap_counts(pred, target, band_px, ignore_index=ignore_index)
+    return correct / total if total else float("nan")
+
+
+def sampled_fraction(sampled_pixels: int, region_pixels: int) -> float:
+    """Cost: ``h * w`` samples over the region's pixels at the source mpp."""
+    if region_pixels <= 0:
+        raise ValueError(f"region_pixels must be > 0, got {region_pixels}")
+    return sampled_pixels / region_pixels
