@@ -188,7 +188,7 @@ def intrinsic_from_options(
 
 def _budget_text(size_hw: str | None, dynamic: str | None, downsample: float | None) -> str:
     if size_hw is not None:
-        return f"size:{size_hw}"
+        return f"fixed:{size_hw}"
     if dynamic is not None:
         return f"dynamic:{dynamic}"
     return f"downsample:{downsample:g}"
