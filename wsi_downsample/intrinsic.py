@@ -32,6 +32,7 @@ def reconstruct_labels(
     blur: float = 1.0,
     floor: float = 0.25,
     inverse: str = "exact",
+    interpolation: str = "bilinear",
     num_classes: int,
     ignore_index: int | None = 255,
     density_fraction: float = 0.25,
@@ -49,7 +50,7 @@ def reconstruct_labels(
         )
     if inverse not in INVERSES:
         raise ConfigError(f"unknown inverse {inverse!r}; available: {', '.join(INVERSES)}")
-    lab = torch.as_tensor(np.asarray(labels))[None]
+    lab = torch.from_numpy(np.array(labels, copy=True))[None]  # writable, owned copy
     height, width = lab.shape[-2:]
     d_shape = density_shape(budget_hw, fraction=density_fraction)
     if sampler == "uniform":
@@ -61,7 +62,12 @@ def reconstruct_labels(
     if inverse == "scatter":
         return scatter_nearest_inverse(sampled, grid[0], (height, width))
     return invert_labels(
-        sampled, grid[0], (height, width), num_classes=num_classes, ignore_index=ignore_index
+        sampled,
+        grid[0],
+        (height, width),
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        interpolation=interpolation,
     )
 
 
@@ -73,6 +79,7 @@ def intrinsic_counts(
     blur: float = 1.0,
     floor: float = 0.25,
     inverse: str = "exact",
+    interpolation: str = "bilinear",
     num_classes: int,
     ignore_index: int | None = 255,
     density_fraction: float = 0.25,
@@ -91,6 +98,8 @@ def intrinsic_counts(
         The density; ``edge`` uses ``blur`` and ``floor`` (see ``density_edge``).
     inverse : {"exact", "scatter"}
         Exact piecewise-bilinear inverse or the paper's scatter + nearest neighbour.
+    interpolation : {"bilinear", "nearest"}
+        How the exact inverse reads the samples around a pixel (see ``invert_labels``).
     density_fraction, sigma, radius
         Density size relative to the budget, and the eq. 3 kernel (lattice cells).
 
@@ -103,6 +112,7 @@ def intrinsic_counts(
         blur=blur,
         floor=floor,
         inverse=inverse,
+        interpolation=interpolation,
         num_classes=num_classes,
         ignore_index=ignore_index,
         density_fraction=density_fraction,

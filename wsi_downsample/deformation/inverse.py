@@ -1,17 +1,19 @@
 """Exact inverse of a piecewise-bilinear sampling grid, streamed per output tile.
 
 The grid's ``h x w`` samples form ``(h-1) x (w-1)`` quads; inside quad ``(i, j)`` the forward
-map is bilinear, ``P(lam, mu) = A + lam e + mu f + lam mu g``. For every output pixel centre
-we find its quad, solve for ``(lam, mu)`` (a quadratic in ``mu``), interpolate the class scores
-of the four samples bilinearly and take the argmax (a quad whose four samples share one argmax
-gives that class everywhere, exactly, so only mixed quads interpolate). Quads are found by a
-walk: a coarse pass (one point per 8x8 pixels, started from a separable guess) seeds every
-pixel, then steps of ``floor(lam)``, ``floor(mu)`` (Newton-like on the bilinear extrapolation);
-points the walk cannot settle are tested against every quad whose bounding box holds them.
-Pixels outside the grid's hull (between the outermost sample centres and the region edge) take
-the nearest corner of their border quad. Output pixel ``(r, c)`` has level-0 centre
-``origin_xy + ((c + 0.5) * downsample, (r + 0.5) * downsample)``. Pure numpy per tile (its
-ufuncs release the GIL), so ``workers`` threads invert tiles in parallel.
+map is bilinear, ``P(lam, mu) = A + lam e + mu f + lam mu g``, and the quad's edges are the
+straight segments between its corners. Per output tile, each quad's edges cut every pixel row
+into a span, so a scanline fill finds the quad owning each pixel centre. A strictly convex quad
+whose four samples share one argmax gives that class to all its pixels, exactly. Elsewhere we
+solve for ``(lam, mu)`` (a quadratic in ``mu``), interpolate the four samples' class scores
+bilinearly in warped space and take the argmax. Pixels no quad owns (outside the grid's hull,
+between the outermost sample centres and the region edge), or not inside the quad that claimed
+them (non-convex quads), walk from quad to quad by ``floor(lam)``, ``floor(mu)`` (Newton-like
+steps on the bilinear extrapolation), then fall back to testing every quad whose box holds
+them; outside the hull they take the nearest corner of their border quad. Output pixel
+``(r, c)`` has level-0 centre ``origin_xy + ((c + 0.5) * downsample, (r + 0.5) * downsample)``.
+Pure numpy per tile (its ufuncs release the GIL), so ``workers`` threads invert tiles in
+parallel.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from wsi_downsample.errors import ConfigError
+
 __all__ = [
+    "INTERPOLATIONS",
     "InverseTile",
     "OutputFrame",
     "auto_output_downsample",
@@ -40,7 +45,7 @@ __all__ = [
 
 _TOL = 1e-4  # (lam, mu) slack for points on a quad's edge
 _MAX_STEPS = 8  # walk steps before the exhaustive search
-_COARSE = 8  # stride of the coarse pass, in output pixels
+INTERPOLATIONS = ("bilinear", "nearest")
 Array = Tensor | np.ndarray
 Tile = tuple[int, int, int, int]  # r0, r1, c0, c1
 
@@ -128,7 +133,9 @@ def _solve(coef: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
 
     ``mu`` solves ``(f x g) mu^2 + (f x e - h x g) mu - h x e = 0`` with ``h = P - A``; of the
     stable root pair (``r1`` is infinite for parallelograms, ``r2`` then right) the one nearer
-    to [0, 1] is kept. ``lam`` projects ``h - mu f`` on ``e + mu g``.
+    to [0, 1] is kept. ``lam`` projects ``h - mu f`` on ``e + mu g``. Points on no iso-``mu``
+    line (negative discriminant: outside the quad) get the vertex of the parabola, good for
+    walking, and ``lam`` offset by 2 so that they never count as inside.
 
     Shape: coef ``(10, n)``, x, y ``(n,)`` -> two ``(n,)``.
     """
@@ -137,12 +144,14 @@ def _solve(coef: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
         hx, hy = x - ax, y - ay
         b = fxe - _cross(hx, hy, gx, gy)
         c = _cross(hy, hx, ey, ex)
-        q = -0.5 * (b + np.copysign(np.sqrt(np.maximum(b * b - 4 * fxg * c, 0)), b))
+        disc = b * b - 4 * fxg * c
+        q = -0.5 * (b + np.copysign(np.sqrt(np.maximum(disc, 0)), b))
         r1, r2 = q / fxg, c / q
         mu = np.where(np.abs(r1 - np.clip(r1, 0, 1)) < np.abs(r2 - np.clip(r2, 0, 1)), r1, r2)
         dx, dy = ex + mu * gx, ey + mu * gy
         lam = ((hx - mu * fx) * dx + (hy - mu * fy) * dy) / (dx * dx + dy * dy)
-    return lam, mu
+        unreal = disc < -1e-5 * (b * b + np.abs(4 * fxg * c))
+    return np.where(unreal, lam + np.copysign(2.0, lam - 0.5), lam), mu
 
 
 def _inside(lam: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -293,12 +302,15 @@ def _tile_owner(quads: _Quads, tile: Tile) -> np.ndarray:
     return owner
 
 
-def _tile_labels(quads: _Quads, scores: np.ndarray, quad_label: np.ndarray, tile: Tile):
+def _tile_labels(
+    quads: _Quads, scores: np.ndarray, quad_label: np.ndarray, nearest: bool, tile: Tile
+) -> np.ndarray:
     """Argmax of the bilinearly interpolated scores of one tile. Shape: ``(th, tw)``.
 
     Convex quads with one class at all four samples fill their pixels directly; pixels of
     other quads are solved for ``(lam, mu)`` (and walked on if the quad does not hold them);
-    pixels outside every quad walk to the hull.
+    pixels outside every quad walk to the hull. ``nearest`` takes the nearest of the four
+    samples in warped space instead of interpolating.
     """
     r0, r1, c0, c1 = tile
     w, w1 = quads.nodes.shape[1], quads.coef.shape[2]
@@ -313,6 +325,8 @@ def _tile_labels(quads: _Quads, scores: np.ndarray, quad_label: np.ndarray, tile
         if lost.any():
             i[lost], j[lost] = _first_guess(quads, x[lost], y[lost])
         i, j, lam, mu = _settle(quads, x, y, i, j)
+        if nearest:  # the nearest of the four samples in warped space (ties: lower index)
+            lam, mu = (lam > 0.5).astype(np.float32), (mu > 0.5).astype(np.float32)
         labels[todo] = _interpolated_argmax(scores, w, i, j, lam, mu)
     return labels.reshape(r1 - r0, c1 - c0)
 
@@ -390,13 +404,20 @@ def iter_inverse_tiles(
     downsample: float = 1.0,
     tile_size: int = 512,
     workers: int = 1,
+    interpolation: str = "bilinear",
 ) -> Iterator[InverseTile]:
     """Stream the exact inverse: per output tile, the argmax of the class scores interpolated
-    bilinearly in warped space. Memory is bounded by ``workers`` tiles.
+    in warped space (``interpolation="bilinear"``, for probabilities) or of the nearest of the
+    four samples around each pixel (``"nearest"``). Memory is bounded by ``workers`` tiles.
 
     Shape: values ``(C, h, w)``, grid ``(h, w, 2)`` level-0 -> tiles ``(th, tw)`` of class
     indices (uint8 when ``C <= 256``, else int32), covering ``out_shape_hw`` row-major.
     """
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(
+            f"unknown interpolation {interpolation!r}; available: {', '.join(INTERPOLATIONS)}"
+        )
+    nearest = interpolation == "nearest"
     scores = _np(values).astype(np.float32)
     nodes = _output_nodes(grid, origin_xy, downsample)
     if scores.ndim != 3 or nodes.shape[:2] != scores.shape[1:]:
@@ -408,7 +429,7 @@ def iter_inverse_tiles(
         quads, quad_label = _build_quads(nodes), _uniform_quad_labels(flat, nodes)
 
         def func(tile: Tile) -> np.ndarray:
-            return _tile_labels(quads, flat, quad_label, tile).astype(dtype)
+            return _tile_labels(quads, flat, quad_label, nearest, tile).astype(dtype)
     else:  # a single row or column of samples has no quads: nearest sample
         tree, top = cKDTree(nodes.reshape(-1, 2)), flat.argmax(0).astype(dtype)
 
@@ -439,13 +460,18 @@ def invert_grid(
     downsample: float = 1.0,
     tile_size: int = 512,
     workers: int = 1,
+    interpolation: str = "bilinear",
 ) -> np.ndarray:
     """Exact inverse into one array (see ``iter_inverse_tiles``).
 
     Shape: values ``(C, h, w)``, grid ``(h, w, 2)`` -> ``out_shape_hw`` class indices.
     """
     kw: dict[str, Any] = dict(
-        origin_xy=origin_xy, downsample=downsample, tile_size=tile_size, workers=workers
+        origin_xy=origin_xy,
+        downsample=downsample,
+        tile_size=tile_size,
+        workers=workers,
+        interpolation=interpolation,
     )
     return _assemble(iter_inverse_tiles(values, grid, out_shape_hw, **kw), out_shape_hw)
 
@@ -479,16 +505,25 @@ def invert_labels(
     downsample: float = 1.0,
     tile_size: int = 512,
     workers: int = 1,
+    interpolation: str = "bilinear",
 ) -> np.ndarray:
-    """Exact inverse of sampled labels: one-hot -> bilinear in warped space -> argmax
-    (ties go to the lower class). ``ignore_index`` samples vote as one extra class and come
-    back as ``ignore_index``.
+    """Exact inverse of sampled labels: one-hot -> interpolated in warped space -> argmax.
+
+    ``"bilinear"`` (ties go to the lower class) places boundaries between samples smoothly but
+    rounds the corner of a 2 x 2 block junction whose diagonal blocks share a class (a saddle);
+    ``"nearest"`` takes the nearest of the four samples in warped space, so labels constant on
+    the blocks of an integer-factor partition come back exactly. ``ignore_index`` samples
+    count as one extra class and come back as ``ignore_index``.
 
     Shape: labels ``(h, w)``, grid ``(h, w, 2)`` -> ``out_shape_hw``.
     """
     onehot = _one_hot(labels, num_classes, ignore_index)
     kw: dict[str, Any] = dict(
-        origin_xy=origin_xy, downsample=downsample, tile_size=tile_size, workers=workers
+        origin_xy=origin_xy,
+        downsample=downsample,
+        tile_size=tile_size,
+        workers=workers,
+        interpolation=interpolation,
     )
     out = invert_grid(onehot, grid, out_shape_hw, **kw)
     if ignore_index is not None and onehot.shape[0] > num_classes:

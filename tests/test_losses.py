@@ -1,0 +1,100 @@
+"""Losses: min-max edge loss without NaN, focal/CE with ignore, gamma schedules, joint loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsi_downsample.errors import ConfigError
+from wsi_downsample.losses import JointLoss, SegmentationLoss, edge_loss, gamma_at, minmax_scale
+
+
+def test_minmax_scale_per_image_and_constant_maps():
+    maps = torch.tensor(
+        [[[[1.0, 3.0], [5.0, 2.0]]], [[[4.0, 4.0], [4.0, 4.0]]]], requires_grad=True
+    )
+    out = minmax_scale(maps)
+    assert out[0, 0].tolist() == [[0.0, 0.5], [1.0, 0.25]]
+    assert out[1].abs().sum() == 0
+    out.sum().backward()
+    assert torch.isfinite(maps.grad).all()
+
+
+def test_edge_loss_values_and_single_class_target():
+    d = torch.tensor([[[[0.1, 0.2], [0.3, 0.4]]]])
+    t = torch.tensor([[[[0.0, 0.0], [0.0, 1.0]]]])
+    # m(d) = [0, 1/3, 2/3, 1], m(t) = [0, 0, 0, 1]
+    assert edge_loss(d, t).item() == pytest.approx((1 / 9 + 4 / 9) / 4)
+    logits = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    uniform = torch.softmax(logits.reshape(1, -1), 1).reshape(1, 1, 4, 4)
+    loss = edge_loss(uniform, torch.zeros(1, 1, 4, 4))  # single-class label: d_t = 0
+    loss.backward()
+    assert loss.item() == 0 and torch.isfinite(logits.grad).all()
+
+
+def _logits_target():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, :2] = 255
+    return logits, target
+
+
+def test_cross_entropy_ignores_pixels():
+    logits, target = _logits_target()
+    valid = target != 255
+    manual = -F.log_softmax(logits, 1).gather(1, target.clamp(max=3)[:, None])[:, 0][valid].mean()
+    assert SegmentationLoss("ce")(logits, target).item() == pytest.approx(manual.item(), rel=1e-6)
+
+
+def test_focal_loss_matches_formula_and_masks_ignored_pixels():
+    logits, target = _logits_target()
+    valid = target != 255
+    logp = F.log_softmax(logits, 1).gather(1, target.clamp(max=3)[:, None])[:, 0]
+    manual = (-((1 - logp.exp()) ** 2) * logp)[valid].mean()
+    assert SegmentationLoss("focal", gamma=2.0)(logits, target).item() == pytest.approx(
+        manual.item(), rel=1e-5
+    )
+    # gamma = 0: focal is cross-entropy
+    ce = SegmentationLoss("ce")(logits, target)
+    assert SegmentationLoss("focal", gamma=0.0)(logits, target).item() == pytest.approx(
+        ce.item(), rel=1e-5
+    )
+
+
+def test_all_pixels_ignored_gives_zero():
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    for name in ("ce", "focal"):
+        loss = SegmentationLoss(name)(logits, torch.full((1, 2, 2), 255))
+        assert loss.item() == 0 and not math.isnan(loss.item())
+
+
+def test_gamma_schedules():
+    assert gamma_at(10, gamma=100.0) == 100.0
+    kw = dict(gamma=100.0, schedule="poly", total_steps=200)
+    assert gamma_at(0, **kw) == 100.0
+    assert gamma_at(100, **kw) == pytest.approx(100 * 0.5**0.9)
+    assert gamma_at(200, **kw) == 0.0 and gamma_at(300, **kw) == 0.0
+    with pytest.raises(ConfigError, match="available: constant, poly"):
+        gamma_at(0, gamma=1.0, schedule="cosine")
+    with pytest.raises(ConfigError, match="total_steps"):
+        JointLoss("ce", schedule="poly")
+
+
+def test_joint_loss_adds_the_weighted_edge_term():
+    logits, target = _logits_target()
+    d = torch.rand(2, 1, 3, 3)
+    d_t = torch.rand(2, 1, 3, 3)
+    out = JointLoss("ce", gamma=100.0, schedule="poly", total_steps=10)(logits, target, d, d_t, 5)
+    assert out.gamma == pytest.approx(100 * 0.5**0.9)
+    assert out.seg.item() == pytest.approx(SegmentationLoss("ce")(logits, target).item())
+    assert out.edge.item() == pytest.approx(edge_loss(d, d_t).item())
+    assert out.total.item() == pytest.approx(out.seg.item() + out.gamma * out.edge.item())
+
+
+def test_unknown_loss():
+    with pytest.raises(ConfigError, match="available: ce, focal"):
+        SegmentationLoss("dice")

@@ -1,0 +1,76 @@
+"""Stats-first metrics: confusion counts, IoU with absent classes, trimap, cost."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wsi_downsample.metrics import (
+    confusion_counts,
+    intrinsic_iou,
+    iou_from_counts,
+    mean_iou,
+    miou_full_resolution,
+    miou_warped_space,
+    sampled_fraction,
+    trimap_accuracy,
+    trimap_counts,
+)
+
+
+def test_confusion_counts_rows_are_labels():
+    target = np.array([[0, 0, 1], [1, 2, 255]])
+    pred = torch.tensor([[0, 1, 1], [1, 0, 2]])
+    counts = confusion_counts(pred, target, 4)
+    assert counts.dtype == np.int64
+    assert counts.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+
+
+def test_iou_nan_for_absent_classes_and_mean_excludes_them():
+    counts = np.array([[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    iou = iou_from_counts(counts)
+    assert iou[:3].tolist() == pytest.approx([1 / 3, 2 / 3, 0.0])
+    assert math.isnan(iou[3])
+    assert mean_iou(counts) == pytest.approx(1 / 3)
+    assert math.isnan(mean_iou(np.zeros((3, 3), dtype=np.int64)))
+
+
+def test_dataset_reduction_is_a_sum_of_counts():
+    rng = np.random.default_rng(0)
+    preds = [rng.integers(0, 3, (5, 7)) for _ in range(3)]
+    targets = [rng.integers(0, 3, (5, 7)) for _ in range(3)]
+    summed = sum(confusion_counts(p, t, 3) for p, t in zip(preds, targets, strict=True))
+    joined = confusion_counts(np.concatenate(preds), np.concatenate(targets), 3)
+    assert (summed == joined).all()
+
+
+def test_named_mious_agree_on_the_same_arrays():
+    pred, target = np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2])
+    expected = (1 + 0.5 + 0.5) / 3
+    for fn in (miou_full_resolution, miou_warped_space, intrinsic_iou):
+        assert fn(pred, target, 3) == pytest.approx(expected)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="outside 0..2"):
+        confusion_counts(np.array([0, 3]), np.array([0, 1]), 3)
+    with pytest.raises(ValueError, match="differ"):
+        confusion_counts(np.zeros(3), np.zeros(4), 3)
+
+
+def test_trimap_counts_pixels_near_boundaries():
+    target = np.zeros((5, 8), dtype=np.uint8)
+    target[:, 4:] = 1  # boundary pixels: columns 3 and 4
+    pred = target.copy()
+    pred[:, 2] = 1  # wrong one pixel away from the boundary band
+    assert trimap_counts(pred, target, 0) == (10, 10)
+    assert trimap_counts(pred, target, 1) == (15, 20)  # columns 2..5
+    assert trimap_accuracy(pred, target, 1) == 0.75
+    assert math.isnan(trimap_accuracy(pred, np.zeros((5, 8), np.uint8), 2))
+
+
+def test_sampled_fraction():
+    assert sampled_fraction(80 * 800, 2000 * 20000) == pytest.approx(0.0016)
