@@ -151,7 +151,7 @@ def _stem(path: Path) -> str:
 
 def _check_row(row: ManifestRow, require_masks: bool, slide_mpp: float | None) -> list[str]:
     """Open the row's slide (and mask) and return its problems as short sentences."""
-    from wsi_downsample.slides import open_mask, open_slide
+    from wsi_downsample.slides import check_decodable, open_mask, open_slide
 
     problems: list[str] = []
     if require_masks and row.mask_path is None:
@@ -159,14 +159,15 @@ def _check_row(row: ManifestRow, require_masks: bool, slide_mpp: float | None) -
     mpp = row.mpp if row.mpp is not None else slide_mpp
     try:
         with open_slide(row.slide_path, mpp=mpp) as slide:
+            check_decodable(slide)
             if slide.mpp is None:
                 problems.append(
                     f"{row.slide_path.name}: no mpp in the file; set the row's mpp column or "
                     f"pass --slide-mpp"
                 )
             if row.mask_path is not None:
-                with open_mask(row.mask_path, slide=slide):
-                    pass
+                with open_mask(row.mask_path, slide=slide) as mask:
+                    check_decodable(mask)
     except WsiSegError as exc:
         problems.append(str(exc))
     return problems

@@ -76,3 +76,11 @@ def test_header_and_empty_file_errors(tmp_path: Path) -> None:
         read_manifest(csv, load_config())
     with pytest.raises(ManifestError, match="manifest not found"):
         read_manifest(tmp_path / "absent.csv", load_config())
+
+
+def test_corrupt_slide_row_is_reported(tmp_path: Path) -> None:
+    bad = real_file("openslide-python-fixtures/unreadable.svs")
+    csv = tmp_path / "m.csv"
+    csv.write_text(f"slide_path\n{bad}\n")
+    with pytest.raises(ManifestError, match=r"1 problem\(s\): line 2: .*unreadable.svs.*corrupt"):
+        read_manifest(csv, load_config())
