@@ -145,36 +145,11 @@ def synth(out_dir: Path, size_hw: str, count: int, seed: int) -> None:
     help="Write the JSON report here (atomically).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
-def intrinsic(
-    manifest: Path,
-    size_hw: str | None,
-    dynamic: str | None,
-    downsample: float | None,
-    sampler: str | None,
-    blur: float | None,
-    inverse: str,
-    source_mpp: float | None,
-    slide_mpp: float | None,
-    config_path: Path | None,
-    output: Path | None,
-    as_json: bool,
-) -> None:
+def intrinsic(as_json: bool, **options: Any) -> None:
     """IoU(Y',Y) of a sampler at a budget over a manifest's masks (the paper's Sec. 2.2)."""
     from pipelines.intrinsic import format_intrinsic, intrinsic_from_options
 
-    report = intrinsic_from_options(
-        manifest,
-        config_path,
-        size_hw=size_hw,
-        dynamic=dynamic,
-        downsample=downsample,
-        sampler=sampler,
-        blur=blur,
-        inverse=inverse,
-        source_mpp=source_mpp,
-        slide_mpp=slide_mpp,
-        output=output,
-    )
+    report = intrinsic_from_options(**options)
     click.echo(json.dumps(report, indent=2) if as_json else format_intrinsic(report))
 
 
