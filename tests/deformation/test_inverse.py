@@ -240,7 +240,7 @@ def test_matches_brute_force_with_non_convex_quads():
     grid[3, 4] -= 6.5  # past the diagonal of quad (2, 3): an arrowhead, still no fold
     grid[1, 6] += 6.5  # and quad (1, 6)
     quads = inv._build_quads(grid.astype(np.float32))
-    convex = inv._uniform_quad_labels(np.zeros((1, 63), np.float32), quads.nodes) >= 0
+    convex = inv._convex(quads.nodes)
     assert (~convex).sum() >= 2
     labels = rng.integers(0, 3, (7, 9))
     got = invert_labels(labels, grid, (90, 90), num_classes=3, tile_size=40)

@@ -147,11 +147,16 @@ def _solve(coef: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
         disc = b * b - 4 * fxg * c
         q = -0.5 * (b + np.copysign(np.sqrt(np.maximum(disc, 0)), b))
         r1, r2 = q / fxg, c / q
-        mu = np.where(np.abs(r1 - np.clip(r1, 0, 1)) < np.abs(r2 - np.clip(r2, 0, 1)), r1, r2)
+        mu = np.where(_off01(r1) < _off01(r2), r1, r2)
         dx, dy = ex + mu * gx, ey + mu * gy
         lam = ((hx - mu * fx) * dx + (hy - mu * fy) * dy) / (dx * dx + dy * dy)
         unreal = disc < -1e-5 * (b * b + np.abs(4 * fxg * c))
     return np.where(unreal, lam + np.copysign(2.0, lam - 0.5), lam), mu
+
+
+def _off01(r: np.ndarray) -> np.ndarray:
+    """Distance of ``r`` from [0, 1] (NaN stays NaN, so it never compares smaller)."""
+    return np.maximum(np.maximum(-r, r - 1), 0)
 
 
 def _inside(lam: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -302,20 +307,68 @@ def _tile_owner(quads: _Quads, tile: Tile) -> np.ndarray:
     return owner
 
 
-def _tile_labels(
-    quads: _Quads, scores: np.ndarray, quad_label: np.ndarray, nearest: bool, tile: Tile
-) -> np.ndarray:
-    """Argmax of the bilinearly interpolated scores of one tile. Shape: ``(th, tw)``.
+class _Plan(NamedTuple):
+    """What each quad needs to label a pixel (per grid, computed once).
 
-    Convex quads with one class at all four samples fill their pixels directly; pixels of
-    other quads are solved for ``(lam, mu)`` (and walked on if the quad does not hold them);
-    pixels outside every quad walk to the hull. ``nearest`` takes the nearest of the four
-    samples in warped space instead of interpolating.
+    ``quad_class``: the class winning everywhere in the quad (the only class that no other
+    class matches or beats at all four samples), else -1; ``fill``: the same, for strictly
+    convex quads only (their pixels skip the solve); ``pair``/``pair_diff``: for quads with
+    exactly two such classes (lower first), the score difference at the four samples.
+    """
+
+    scores: np.ndarray  # (C, h * w)
+    top: np.ndarray  # (h * w,) argmax of every sample
+    quad_class: np.ndarray  # (Q,)
+    fill: np.ndarray  # (Q,)
+    pair: np.ndarray  # (2, Q), -1 where not a pair
+    pair_diff: np.ndarray  # (4, Q): corners 00, 01, 10, 11
+
+
+def _plan(scores: np.ndarray, nodes: np.ndarray) -> _Plan:
+    """Prune, per quad, the classes that cannot win anywhere in it: class ``c`` is out when
+    another class is >= at all four samples (and > at one, or has the lower index), since a
+    convex combination keeps that order (up to exact float ties on the quad's edges)."""
+    (h, w), n = nodes.shape[:2], scores.shape[0]
+    grid = scores.reshape(n, h, w)
+    corners = np.stack([grid[:, :-1, :-1], grid[:, :-1, 1:], grid[:, 1:, :-1], grid[:, 1:, 1:]])
+    corners = corners.reshape(4, n, -1)
+    alive = np.ones(corners.shape[1:], dtype=bool)
+    for c in range(n):
+        for d in range(n):
+            if d != c:
+                ge = (corners[:, d] >= corners[:, c]).all(0)
+                alive[c] &= ~(ge & ((corners[:, d] > corners[:, c]).any(0) | (d < c)))
+    count, first = alive.sum(0), alive.argmax(0)
+    alive[first, np.arange(first.size)] = False
+    second = alive.argmax(0)
+    quad_class = np.where(count == 1, first, -1).astype(np.int32)
+    pair = np.where(count == 2, np.stack([first, second]), -1).astype(np.int32)
+    cols = np.arange(first.size)
+    diff = corners[:, first, cols] - corners[:, second, cols]
+    fill = np.where(_convex(nodes), quad_class, -1)
+    top = scores.argmax(0).astype(np.int32)
+    return _Plan(scores, top, quad_class, fill, pair, np.ascontiguousarray(diff))
+
+
+def _convex(nodes: np.ndarray) -> np.ndarray:
+    """Strictly convex quads (all four turns the same way). Shape: ``(Q,)`` bool."""
+    ring = [nodes[:-1, :-1], nodes[:-1, 1:], nodes[1:, 1:], nodes[1:, :-1]]
+    edges = [ring[(k + 1) % 4] - ring[k] for k in range(4)]
+    turns = np.stack([_cross(*edges[k].T, *edges[(k + 1) % 4].T).T for k in range(4)])
+    return ((turns > 0).all(0) | (turns < 0).all(0)).ravel()
+
+
+def _tile_labels(quads: _Quads, plan: _Plan, nearest: bool, tile: Tile) -> np.ndarray:
+    """Class of every pixel of one tile. Shape: ``(th, tw)``.
+
+    Pixels of convex quads with one possible class take it directly; the others are solved
+    for ``(lam, mu)`` (and walked on if the quad does not hold them), pixels outside every
+    quad walk to the hull.
     """
     r0, r1, c0, c1 = tile
-    w, w1 = quads.nodes.shape[1], quads.coef.shape[2]
+    w1 = quads.coef.shape[2]
     owner = _tile_owner(quads, tile)
-    labels = quad_label.take(np.maximum(owner, 0))
+    labels = plan.fill.take(np.maximum(owner, 0))
     todo = np.flatnonzero((labels < 0) | (owner < 0))
     if todo.size:
         x = (todo % (c1 - c0) + c0 + 0.5).astype(np.float32)
@@ -325,10 +378,29 @@ def _tile_labels(
         if lost.any():
             i[lost], j[lost] = _first_guess(quads, x[lost], y[lost])
         i, j, lam, mu = _settle(quads, x, y, i, j)
-        if nearest:  # the nearest of the four samples in warped space (ties: lower index)
-            lam, mu = (lam > 0.5).astype(np.float32), (mu > 0.5).astype(np.float32)
-        labels[todo] = _interpolated_argmax(scores, w, i, j, lam, mu)
+        labels[todo] = _decide(plan, i, j, lam, mu, w1 + 1, nearest)
     return labels.reshape(r1 - r0, c1 - c0)
+
+
+def _decide(plan: _Plan, i, j, lam, mu, w: int, nearest: bool) -> np.ndarray:
+    """Class at local ``(lam, mu)`` of quads ``(i, j)``: bilinear scores, or the nearest of
+    the four samples in warped space (``nearest``; ties to the lower index)."""
+    if nearest:
+        return plan.top.take((i + (mu > 0.5)) * w + j + (lam > 0.5))
+    q = i * (w - 1) + j
+    out = plan.quad_class.take(q)
+    lo = plan.pair[0].take(q)
+    pair = np.flatnonzero((out < 0) & (lo >= 0))
+    if pair.size:
+        qp, lp, mp = q[pair], lam[pair], mu[pair]
+        d00, d01, d10, d11 = (row.take(qp) for row in plan.pair_diff)
+        top = d00 + lp * (d01 - d00)
+        above = top + mp * (d10 + lp * (d11 - d10) - top) >= 0  # ties go to the lower class
+        out[pair] = np.where(above, lo[pair], plan.pair[1].take(qp))
+    rest = np.flatnonzero(out < 0)
+    if rest.size:
+        out[rest] = _interpolated_argmax(plan.scores, w, i[rest], j[rest], lam[rest], mu[rest])
+    return out
 
 
 def _interpolated_argmax(scores: np.ndarray, w: int, i, j, lam, mu) -> np.ndarray:
@@ -348,22 +420,6 @@ def _interpolated_argmax(scores: np.ndarray, w: int, i, j, lam, mu) -> np.ndarra
         best = np.where(better, score, best)
         arg[better] = c
     return arg
-
-
-def _uniform_quad_labels(scores: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """Class of each strictly convex quad whose four samples share their argmax, else -1.
-
-    Exact for every point of such a quad: a convex combination keeps that class on top and
-    ties go to the lower class, as with ``argmax``. Shape: ``(Q,)`` int32.
-    """
-    h, w = nodes.shape[:2]
-    top = scores.argmax(0).reshape(h, w).astype(np.int32)
-    a, b, c, d = top[:-1, :-1], top[:-1, 1:], top[1:, :-1], top[1:, 1:]
-    ring = [nodes[:-1, :-1], nodes[:-1, 1:], nodes[1:, 1:], nodes[1:, :-1]]
-    edges = [ring[(k + 1) % 4] - ring[k] for k in range(4)]
-    turns = np.stack([_cross(*edges[k].T, *edges[(k + 1) % 4].T).T for k in range(4)])
-    convex = (turns > 0).all(0) | (turns < 0).all(0)
-    return np.where((a == b) & (a == c) & (a == d) & convex, a, -1).ravel()
 
 
 def _tile_boxes(shape_hw: tuple[int, int], tile_size: int) -> Iterator[Tile]:
@@ -426,10 +482,10 @@ def iter_inverse_tiles(
     h, w = nodes.shape[:2]
     flat = np.ascontiguousarray(scores.reshape(scores.shape[0], -1))
     if h > 1 and w > 1:
-        quads, quad_label = _build_quads(nodes), _uniform_quad_labels(flat, nodes)
+        quads, plan = _build_quads(nodes), _plan(flat, nodes)
 
         def func(tile: Tile) -> np.ndarray:
-            return _tile_labels(quads, flat, quad_label, nearest, tile).astype(dtype)
+            return _tile_labels(quads, plan, nearest, tile).astype(dtype)
     else:  # a single row or column of samples has no quads: nearest sample
         tree, top = cKDTree(nodes.reshape(-1, 2)), flat.argmax(0).astype(dtype)
 
@@ -583,6 +639,8 @@ def iter_scatter_tiles(
     """
     lab = _np(labels)
     lab = (lab.argmax(0) if lab.ndim == 3 else lab).ravel()
+    if lab.size and lab.min() >= 0:  # the smallest dtype: the output is as large as the region
+        lab = lab.astype(np.uint8 if lab.max() <= 255 else np.int32)
     nodes = _output_nodes(grid, origin_xy, downsample)
     if nodes.shape[0] * nodes.shape[1] != lab.size:
         raise ValueError(f"labels ({lab.size} samples) do not match grid {nodes.shape}")
