@@ -254,3 +254,19 @@ def test_single_class_comes_back_whole():
     grid = _warped_grid((0, 0, 64, 48), (12, 16), seed=9)
     out = invert_labels(np.full((12, 16), 2), grid, (48, 64), num_classes=3)
     assert (out == 2).all()
+
+
+@pytest.mark.parametrize("num_classes", [5, 20])  # with and without per-quad class pruning
+def test_probabilities_match_full_interpolation_everywhere(num_classes):
+    grid = _warped_grid((0, 0, 200, 160), (32, 40), seed=10)
+    rng = np.random.default_rng(num_classes)
+    scores = rng.random((num_classes, 32, 40)).astype(np.float32)
+    scores[0, :16] += 2.0  # a region where class 0 wins at every sample
+    got = invert_grid(scores, grid, (160, 200), tile_size=64)
+    quads = inv._build_quads(inv._output_nodes(grid, (0, 0), 1.0))
+    rr, cc = np.divmod(np.arange(160 * 200), 200)
+    x, y = (cc + 0.5).astype(np.float32), (rr + 0.5).astype(np.float32)
+    i, j, lam, mu = inv._settle(quads, x, y, *inv._first_guess(quads, x, y))
+    ref = inv._interpolated_argmax(scores.reshape(num_classes, -1), 40, i, j, lam, mu)
+    assert (got == ref.reshape(160, 200)).all()
+    assert (got[:60] == 0).all() and len(np.unique(got)) > 3
