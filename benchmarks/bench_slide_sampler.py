@@ -140,28 +140,26 @@ def sampler_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             first = first or (sampler.stats, [o.levels for o in outs])
         assert first is not None
         stats, levels = first
-        minimum = len(
-            {
-                (k, r, c)
-                for g, lv in zip(grids, levels, strict=True)
-                for k, t in footprint_tiles(slide, g, lv).items()
-                for r, c in t.tolist()
-            }
-        )
+        footprints = [footprint_tiles(slide, g, lv) for g, lv in zip(grids, levels, strict=True)]
+        union = {(k, r, c) for fp in footprints for k, t in fp.items() for r, c in t.tolist()}
+        minimum = len(union)
+        per_region = sum(len(t) for fp in footprints for t in fp.values())
         downsamples = slide.level_downsamples
     rss = _rss_mb()
-    iou = mask_iou(cfg["mask"], boxes, grids, levels, downsamples) if cfg["iou"] else None
+    iou, iou_ds = mask_iou(cfg["mask"], boxes, grids, levels, downsamples, cfg["iou_min_ds"])
     return {
         "seconds": statistics.median(times),
         "all_seconds": times,
         "tiles": stats.tiles_decoded,
         "minimum": minimum,
+        "minimum_per_region_sum": per_region,
         "bytes": stats.bytes_read,
         "pixels": stats.pixels_decoded,
         "per_level": stats.as_dict()["per_level"],
         "rss_mb": rss,
         "rss_import_mb": rss0,
         "iou": iou,
+        "iou_downsamples": iou_ds,
     }
 
 
@@ -171,35 +169,45 @@ def mask_iou(
     grids: list[torch.Tensor],
     levels: list[torch.Tensor],
     downsamples: tuple[float, ...],
-) -> float:
-    """IoU(Y', Y): labels sampled nearest at the same points and levels, exact inverse at the
-    auto output downsample, vs the mask at that downsample; classes summed over regions."""
-    inter, union = np.zeros(N_CLASSES), np.zeros(N_CLASSES)
+    min_ds: int,
+) -> tuple[float, list[int]]:
+    """IoU(Y', Y), classes summed over regions, and the output downsamples used.
+
+    Y: labels sampled nearest at the same points from the mask level of the same downsample
+    as each image sample; Y': their exact inverse at the output downsample
+    ``max(auto, min_ds)``; compared with the mask at that downsample.
+    """
+    inter, union, used = np.zeros(N_CLASSES), np.zeros(N_CLASSES), set()
     with open_mask(mask_path) as mask:
-        to_mask = [best_level_for_downsample(mask.level_downsamples, d) for d in downsamples]
+        to_mask = torch.tensor(
+            [best_level_for_downsample(mask.level_downsamples, d) for d in downsamples]
+        )
         sampler = SlideSampler(mask, source_level=0)
         for box, grid, lv in zip(boxes, grids, levels, strict=True):
-            labels = sampler.sample_labels(grid, levels=torch.tensor(to_mask)[lv]).values
-            ds = auto_output_downsample(grid)
-            frame = OutputFrame.for_region(box, ds)
-            pred = invert_labels(
-                labels,
-                grid,
-                frame.shape_hw,
-                num_classes=N_CLASSES,
-                origin_xy=frame.origin_xy,
-                downsample=ds,
-            )
-            x0, y0 = frame.origin_xy
-            fh, fw = frame.shape_hw
-            centres = uniform_grid((x0, y0, x0 + fw * ds, y0 + fh * ds), frame.shape_hw)
-            ref_level = best_level_for_downsample(mask.level_downsamples, ds)
-            ref = SlideSampler(mask, source_level=ref_level).sample_labels(centres).values.numpy()
+            labels = sampler.sample_labels(grid, levels=to_mask[lv]).values
+            ds = max(auto_output_downsample(grid), min_ds)
+            used.add(ds)
+            pred, ref = _inverse_and_reference(mask, box, grid, labels, ds)
             for c in range(N_CLASSES):
                 inter[c] += np.sum((pred == c) & (ref == c))
                 union[c] += np.sum((pred == c) | (ref == c))
     present = union > 0
-    return float(np.mean(inter[present] / union[present]))
+    return float(np.mean(inter[present] / union[present])), sorted(used)
+
+
+def _inverse_and_reference(
+    mask: Any, box: Box, grid: torch.Tensor, labels: torch.Tensor, ds: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Y' (exact inverse of sampled labels) and Y (mask pixels) on the output frame at ``ds``."""
+    frame = OutputFrame.for_region(box, ds)
+    x0, y0 = frame.origin_xy
+    pred = invert_labels(labels, grid, frame.shape_hw, num_classes=N_CLASSES,
+                         origin_xy=(x0, y0), downsample=ds)  # fmt: skip
+    fh, fw = frame.shape_hw
+    centres = uniform_grid((x0, y0, x0 + fw * ds, y0 + fh * ds), frame.shape_hw)
+    ref_level = best_level_for_downsample(mask.level_downsamples, ds)
+    ref = SlideSampler(mask, source_level=ref_level).sample_labels(centres).values.numpy()
+    return pred, ref
 
 
 def baseline_worker(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -237,31 +245,26 @@ def run_worker(kind: str, cfg: dict[str, Any]) -> dict[str, Any]:
 # -- the baseline, measured or extrapolated by area -------------------------------------------
 def baseline(cfg: dict[str, Any], box: Box, shape: tuple[int, int], ds: float) -> dict[str, Any]:
     """Measure the baseline on ``box`` when it fits, else on two centred sub-boxes and
-    extrapolate time and RSS linearly in area (flagged ``extrapolated``)."""
+    extrapolate in proportion to area (flagged ``extrapolated``): time at the sub-boxes'
+    pixel rate, RSS as the import footprint plus their largest RSS growth per pixel."""
     area = (box[2] - box[0]) * (box[3] - box[1]) / ds**2
     if area * 3 * 5 <= BASELINE_MAX_BYTES:  # uint8 read + float32 copy
         return {
             **run_worker("baseline", {**cfg, "box": box, "shape": shape}),
             "extrapolated": False,
         }
-    points = []
+    subs = []
     for frac in (0.25, 0.5):
         side = math.sqrt(BASELINE_MAX_BYTES / 15 * frac) * ds
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         sub = (int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
         res = run_worker("baseline", {**cfg, "box": sub, "shape": shape})
-        points.append(((sub[2] - sub[0]) * (sub[3] - sub[1]) / ds**2, res))
-    (a1, r1), (a2, r2) = points
-
-    def extrapolate(key: str) -> float:
-        return r1[key] + (r2[key] - r1[key]) * (area - a1) / (a2 - a1)
-
-    return {
-        "seconds": extrapolate("seconds"),
-        "rss_mb": extrapolate("rss_mb"),
-        "rss_import_mb": r1["rss_import_mb"],
-        "extrapolated": True,
-    }
+        subs.append({**res, "area": (sub[2] - sub[0]) * (sub[3] - sub[1]) / ds**2})
+    rate = sum(r["seconds"] for r in subs) / sum(r["area"] for r in subs)
+    growth = max((r["rss_mb"] - r["rss_import_mb"]) / r["area"] for r in subs)
+    rss0 = subs[0]["rss_import_mb"]
+    return {"seconds": rate * area, "rss_mb": rss0 + growth * area, "rss_import_mb": rss0,
+            "extrapolated": True, "sub_boxes": subs}  # fmt: skip
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -285,6 +288,7 @@ def main() -> None:
         "threads": args.threads,
         "cache_tiles": args.cache_tiles,
         "inprocess": args.quick,
+        "iou_min_ds": args.iou_min_downsample,
     }
     with open_slide(meta["slide_path"]) as slide:
         src = SlideSampler(slide, source_mpp=0.5).source_level
@@ -302,59 +306,82 @@ def main() -> None:
     rows = []
     for scope, boxes in scopes.items():
         for budget in budgets:
+            # the baseline reads the same pixels whatever the density: measured once per budget
+            base_row = baseline_scope(base, boxes, budget, ds_src)
             for density in ("uniform", "concentrated"):
-                rows.append(measure(base, scope, boxes, budget, density, ds_src, args.quick))
+                cfg = {**base, "boxes": boxes, "budget": budget, "density": density}
+                fixed = run_worker("sampler", {**cfg, "choice": "fixed"})
+                adaptive = run_worker("sampler", {**cfg, "choice": "adaptive"})
+                rows.append(
+                    {
+                        "scope": scope,
+                        "budget": budget,
+                        "density": density,
+                        "fixed": fixed,
+                        "adaptive": adaptive,
+                        "baseline": base_row,
+                    }
+                )
                 print_row(rows[-1], header=len(rows) == 1)
+    print_legend(rows)
     Path(args.workdir, "bench_slide_sampler.json").write_text(json.dumps(rows, indent=1))
 
 
-def measure(
-    base: dict[str, Any],
-    scope: str,
-    boxes: list[Box],
-    budget: str,
-    density: str,
-    ds_src: float,
-    quick: bool,
-) -> dict[str, Any]:
-    cfg = {**base, "boxes": boxes, "budget": budget, "density": density, "iou": True}
-    fixed = run_worker("sampler", {**cfg, "choice": "fixed"})
-    adaptive = run_worker("sampler", {**cfg, "choice": "adaptive"})
-    bases = [
-        baseline({**base, "density": density}, b, task_shape(budget, b), ds_src) for b in boxes
-    ]
-    base_row = {
-        "seconds": sum(b["seconds"] for b in bases),
-        "rss_mb": max(b["rss_mb"] for b in bases),
-        "extrapolated": any(b["extrapolated"] for b in bases),
-    }
+def baseline_scope(base: dict[str, Any], boxes: list[Box], budget: str, ds: float) -> dict:
+    """The baseline over every box of a scope: summed time, largest peak RSS."""
+    cfg = {**base, "density": "uniform"}
+    runs = [baseline(cfg, b, task_shape(budget, b), ds) for b in boxes]
     return {
-        "scope": scope,
-        "budget": budget,
-        "density": density,
-        "fixed": fixed,
-        "adaptive": adaptive,
-        "baseline": base_row,
+        "seconds": sum(r["seconds"] for r in runs),
+        "rss_mb": max(r["rss_mb"] for r in runs),
+        "extrapolated": sum(r["extrapolated"] for r in runs),
+        "boxes": len(runs),
     }
+
+
+HEADER = (
+    "scope budget    density      | tiles decoded/minimum | MB read      | wall s (median)      |"
+    " speedup      | peak RSS MB         | adaptive | IoU(Y',Y)     D\n"
+    "                             |   fixed      adaptive |  fixed  adap | base    fixed  adap  |"
+    "  fixed  adap | base   fixed  adap  | levels   |  fixed   adap"
+)
 
 
 def print_row(row: dict[str, Any], header: bool) -> None:
+    """One table line; ``*`` marks a baseline extrapolated by area (see the legend)."""
     if header:
-        print(
-            "scope budget    density      | tiles fix/min  ad/min | MB dec fix  ad | "
-            "time s base   fix    ad | speedup fix  ad | RSS MB base  fix  ad | IoU fix  ad"
-        )
+        print(HEADER)
     f, a, b = row["fixed"], row["adaptive"], row["baseline"]
     star = "*" if b["extrapolated"] else " "
+    levels = ",".join(sorted(a["per_level"], key=int))
     print(
         f"{row['scope']:5} {row['budget'].replace('dynamic:', 'dyn'):9} {row['density']:12} | "
-        f"{f['tiles']:6}/{f['minimum']:<6} {a['tiles']:5}/{a['minimum']:<5} | "
-        f"{f['bytes'] / 2**20:7.1f} {a['bytes'] / 2**20:5.1f} | "
-        f"{b['seconds']:7.2f}{star} {f['seconds']:6.2f} {a['seconds']:5.2f} | "
-        f"{b['seconds'] / f['seconds']:7.1f}x {b['seconds'] / a['seconds']:5.1f}x | "
-        f"{b['rss_mb']:7.0f}{star} {f['rss_mb']:4.0f} {a['rss_mb']:4.0f} | "
-        f"{f['iou']:.4f} {a['iou']:.4f}",
+        f"{f['tiles']:6}/{f['minimum']:<6} {a['tiles']:4}/{a['minimum']:<4} | "
+        f"{f['bytes'] / 2**20:6.1f} {a['bytes'] / 2**20:5.2f} | "
+        f"{b['seconds']:6.2f}{star} {f['seconds']:6.2f} {a['seconds']:5.2f} | "
+        f"{b['seconds'] / f['seconds']:5.1f}x {b['seconds'] / a['seconds']:5.0f}x | "
+        f"{b['rss_mb']:5.0f}{star} {f['rss_mb']:6.0f} {a['rss_mb']:5.0f} | {levels:8} | "
+        f"{f['iou']:.4f} {a['iou']:.4f} {','.join(map(str, a['iou_downsamples']))}",
         flush=True,
+    )
+
+
+def print_legend(rows: list[dict[str, Any]]) -> None:
+    extrapolated = {(r["scope"], r["budget"]): r["baseline"] for r in rows}
+    notes = [f"{s}/{b}: {v['extrapolated']} of {v['boxes']} boxes" for (s, b), v in
+             extrapolated.items() if v["extrapolated"]]  # fmt: skip
+    print(
+        "baseline = read the box at the source level whole (read_region), to float, grid_sample;"
+        " measured once per scope and budget (same pixels for both densities).\n"
+        "* = baseline extrapolated in proportion to area from two measured centred sub-boxes"
+        " (time at their pixel rate; RSS = import footprint + their RSS growth per pixel),"
+        f" because its float32 copy would exceed {BASELINE_MAX_BYTES >> 30} GiB: "
+        + ("; ".join(notes) or "none")
+        + "\nminimum = distinct tiles holding a pixel with non-zero bilinear weight at the chosen"
+        " levels, over all boxes of the scope (a tile shared by two neighbouring region boxes"
+        " counts once, though the LRU may have evicted it before the next region);\npeak RSS"
+        " includes the interpreter and torch; IoU at output downsample D ="
+        " max(auto, --iou-min-downsample)."
     )
 
 
@@ -374,6 +401,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=2, help="decoder threads (and torch threads)")
     p.add_argument("--cache-tiles", type=int, default=256, help="sampler LRU cache size")
+    p.add_argument(
+        "--iou-min-downsample",
+        type=int,
+        default=8,
+        help="IoU(Y', Y) output downsample: max(auto, this); keeps the inverse fast",
+    )
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     return p.parse_args()
 
