@@ -17,7 +17,7 @@ RUN pip install --no-cache-dir . \
     && python -c "import torch, openslide, tiffslide, timm, monai; print(torch.__version__)"
 
 RUN useradd --create-home --uid 1000 wsi
-USER wsi
+USER 1000:1000
 WORKDIR /data
 ENTRYPOINT ["wsi-seg"]
 CMD ["--help"]
