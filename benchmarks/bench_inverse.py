@@ -44,8 +44,10 @@ GLEASON = REPO.parent / "shared" / "data" / "real" / "gleason-grade-ing2018-exam
 def make_case(kind: str) -> tuple[torch.Tensor, np.ndarray]:
     """A non-uniform 80 x 800 grid on a 2000 x 20000 region, and class scores on it.
 
-    ``smooth``: softmax of spatially smooth random logits (like a segmenter's output);
-    ``random``: one-hot of independent random labels (every quad mixed: the worst case).
+    ``regions``: softmax of smooth random logits with regions tens of samples wide (like a
+    segmenter's output on tissue); ``smooth``: the same with regions ~7 samples wide (6
+    balanced classes, a quarter of the quads see 3+ classes); ``random``: one-hot of
+    independent random labels (every quad mixed: the worst case).
     """
     gen = torch.Generator().manual_seed(0)
     ys, xs = torch.meshgrid(torch.arange(20.0), torch.arange(200.0), indexing="ij")
@@ -57,9 +59,9 @@ def make_case(kind: str) -> tuple[torch.Tensor, np.ndarray]:
     if kind == "random":
         labels = rng.integers(0, CLASSES, TASK_HW)
         return grid, (np.arange(CLASSES)[:, None, None] == labels).astype(np.float32)
-    logits = torch.nn.functional.avg_pool2d(
-        torch.from_numpy(rng.standard_normal((1, CLASSES, *TASK_HW))).float() * 6, 7, 1, 3
-    )
+    width = 31 if kind == "regions" else 7
+    noise = torch.from_numpy(rng.standard_normal((1, CLASSES, *TASK_HW))).float()
+    logits = torch.nn.functional.avg_pool2d(noise * width, width, 1, width // 2)
     return grid, torch.softmax(logits[0], 0).numpy()
 
 
@@ -104,7 +106,7 @@ def run_one(method: str, kind: str, workers: int, repeats: int) -> dict:
 
 def timing_table(repeats: int) -> None:
     rows = []
-    for kind in ("smooth", "random"):
+    for kind in ("regions", "smooth", "random"):
         for method, workers in [("exact", 1), ("exact", 2), ("scatter", 1), ("scatter", 2)]:
             cmd = [sys.executable, __file__, "--one", method, kind, str(workers), str(repeats)]
             rows.append(json.loads(subprocess.check_output(cmd, text=True).splitlines()[-1]))
