@@ -118,6 +118,12 @@ def synth(out_dir: Path, size_hw: str, count: int, seed: int) -> None:
     help="Edge sampler: boundary blur in density cells.",
 )
 @click.option(
+    "--density-fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="Density map size per axis as a fraction of the budget (default: config, 0.25).",
+)
+@click.option(
     "--inverse",
     type=click.Choice(["exact", "scatter"]),
     default="exact",

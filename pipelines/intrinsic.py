@@ -29,6 +29,9 @@ class IntrinsicSettings:
     budget: str = "dynamic:80x800"
     blur: float = 4.0
     floor: float = 0.25
+    density_fraction: float = 0.25
+    sigma: float = 4.25
+    radius: int = 10
     inverse: str = "exact"
     source_mpp: float = 0.5
     slide_mpp: float | None = None
@@ -104,6 +107,9 @@ def _row_counts(
                 sampler=settings.sampler,
                 blur=settings.blur,
                 floor=settings.floor,
+                density_fraction=settings.density_fraction,
+                sigma=settings.sigma,
+                radius=settings.radius,
                 inverse=settings.inverse,
                 num_classes=config.num_classes,
                 ignore_index=IGNORE,
@@ -154,6 +160,7 @@ def intrinsic_from_options(
     downsample: float | None,
     sampler: str | None,
     blur: float | None,
+    density_fraction: float | None,
     inverse: str,
     source_mpp: float | None,
     slide_mpp: float | None,
@@ -172,6 +179,9 @@ def intrinsic_from_options(
         budget=_budget_text(size_hw, dynamic, downsample) if given else _config_budget(config),
         blur=config.sampler.edge_blur if blur is None else blur,
         floor=config.sampler.edge_floor,
+        density_fraction=density_fraction or config.sampler.density_fraction,
+        sigma=config.sampler.sigma,
+        radius=config.sampler.radius,
         inverse=inverse,
         source_mpp=source_mpp or config.data.source_mpp,
         slide_mpp=slide_mpp,
