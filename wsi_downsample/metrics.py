@@ -40,12 +40,27 @@ def confusion_counts(
     """Confusion matrix ``counts[t, p]`` = pixels of label ``t`` predicted ``p``.
 
     Pixels where the target or the prediction equals ``ignore_index`` are left out.
+    Counted in chunks, so temporaries stay small whatever the array size.
 
     Shape: pred, target ``(...)`` same shape -> ``(C, C)`` int64.
     """
-    p, t = _np(pred).ravel().astype(np.int64), _np(target).ravel().astype(np.int64)
-    if p.shape != t.shape:
+    p_all, t_all = _np(pred).ravel(), _np(target).ravel()
+    if p_all.shape != t_all.shape:
         raise ValueError(f"prediction {_np(pred).shape} and target {_np(target).shape} differ")
+    counts = np.zeros(num_classes * num_classes, dtype=np.int64)
+    for start in range(0, p_all.size, _CHUNK):
+        p = p_all[start : start + _CHUNK].astype(np.int64)
+        t = t_all[start : start + _CHUNK].astype(np.int64)
+        counts += _chunk_counts(p, t, num_classes, ignore_index)
+    return counts.reshape(num_classes, num_classes)
+
+
+_CHUNK = 1 << 22  # pixels per counting chunk (~100 MB of temporaries at most)
+
+
+def _chunk_counts(
+    p: np.ndarray, t: np.ndarray, num_classes: int, ignore_index: int | None
+) -> np.ndarray:
     if ignore_index is not None:
         keep = (t != ignore_index) & (p != ignore_index)
         p, t = p[keep], t[keep]
@@ -54,8 +69,7 @@ def confusion_counts(
             raise ValueError(
                 f"{name} holds values outside 0..{num_classes - 1} (ignore_index={ignore_index})"
             )
-    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes).astype(np.int64)
+    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
 
 
 def iou_from_counts(counts: np.ndarray) -> np.ndarray:
