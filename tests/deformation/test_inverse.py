@@ -7,7 +7,9 @@ import pytest
 import torch
 from scipy import ndimage
 
+from wsi_downsample.deformation import _quads as qd
 from wsi_downsample.deformation import inverse as inv
+from wsi_downsample.deformation._tiles import output_nodes
 from wsi_downsample.deformation.grid import saliency_to_grid, uniform_grid
 from wsi_downsample.deformation.inverse import (
     OutputFrame,
@@ -67,16 +69,16 @@ def test_block_labels_on_uniform_grid_come_back_exactly(k):
 def test_inverse_coordinates_reproduce_pixel_centres():
     """Forward map of the recovered (quad, lam, mu) lands on the pixel centre."""
     grid = _warped_grid((0, 0, 400, 300), (30, 40), seed=1)
-    quads = inv._build_quads(inv._output_nodes(grid, (0, 0), 1.0))
+    quads = qd.build_quads(output_nodes(grid, (0, 0), 1.0))
     tile = (0, 300, 0, 400)
-    owner = inv._tile_owner(quads, tile)
+    owner = qd.tile_owner(quads, tile)
     nodes = quads.nodes
     inside_hull = owner >= 0
     assert inside_hull.mean() > 0.9
     rr, cc = np.divmod(np.arange(300 * 400), 400)
     x, y = (cc + 0.5).astype(np.float32), (rr + 0.5).astype(np.float32)
-    gi, gj = inv._first_guess(quads, x, y)  # a deliberately poor start for the walk
-    i, j, lam, mu = inv._settle(quads, x, y, gi, gj)
+    gi, gj = qd.first_guess(quads, x, y)  # a deliberately poor start for the walk
+    i, j, lam, mu = qd.settle(quads, x, y, gi, gj)
     assert ((i * 39 + j)[inside_hull] == owner[inside_hull]).mean() > 0.999  # shared edges
     p = (
         nodes[i, j] * ((1 - lam) * (1 - mu))[:, None]
@@ -214,14 +216,14 @@ def _brute_force_labels(grid: np.ndarray, labels: np.ndarray, shape_hw):
     """Per pixel: every quad tested; the bilinear one-hot vote of the quad holding it, and
     how many quads hold it (more than one where a non-convex quad's bilinear map folds)."""
     w = labels.shape[1]
-    quads = inv._build_quads(grid.astype(np.float32))
+    quads = qd.build_quads(grid.astype(np.float32))
     rr, cc = np.divmod(np.arange(shape_hw[0] * shape_hw[1]), shape_hw[1])
     x, y = (cc + 0.5).astype(np.float32), (rr + 0.5).astype(np.float32)
     out, hits = np.full(x.size, -1), np.zeros(x.size, dtype=int)
     coef = quads.coef.reshape(10, -1)
     for q in range(coef.shape[1]):
-        lam, mu = inv._solve(np.repeat(coef[:, q : q + 1], x.size, 1), x, y)
-        hit = inv._inside(lam, mu)
+        lam, mu = qd.solve(np.repeat(coef[:, q : q + 1], x.size, 1), x, y)
+        hit = qd.inside(lam, mu)
         hits += hit
         i, j = divmod(q, w - 1)
         lab, m = np.clip(lam[hit], 0, 1), np.clip(mu[hit], 0, 1)
@@ -239,8 +241,8 @@ def test_matches_brute_force_with_non_convex_quads():
     grid = np.stack([xs, ys], -1) + rng.uniform(-2, 2, (7, 9, 2))
     grid[3, 4] -= 6.5  # past the diagonal of quad (2, 3): an arrowhead, still no fold
     grid[1, 6] += 6.5  # and quad (1, 6)
-    quads = inv._build_quads(grid.astype(np.float32))
-    convex = inv._convex(quads.nodes)
+    quads = qd.build_quads(grid.astype(np.float32))
+    convex = qd.convex(quads.nodes)
     assert (~convex).sum() >= 2
     labels = rng.integers(0, 3, (7, 9))
     got = invert_labels(labels, grid, (90, 90), num_classes=3, tile_size=40)
@@ -263,10 +265,10 @@ def test_probabilities_match_full_interpolation_everywhere(num_classes):
     scores = rng.random((num_classes, 32, 40)).astype(np.float32)
     scores[0, :16] += 2.0  # a region where class 0 wins at every sample
     got = invert_grid(scores, grid, (160, 200), tile_size=64)
-    quads = inv._build_quads(inv._output_nodes(grid, (0, 0), 1.0))
+    quads = qd.build_quads(output_nodes(grid, (0, 0), 1.0))
     rr, cc = np.divmod(np.arange(160 * 200), 200)
     x, y = (cc + 0.5).astype(np.float32), (rr + 0.5).astype(np.float32)
-    i, j, lam, mu = inv._settle(quads, x, y, *inv._first_guess(quads, x, y))
+    i, j, lam, mu = qd.settle(quads, x, y, *qd.first_guess(quads, x, y))
     ref = inv._interpolated_argmax(scores.reshape(num_classes, -1), 40, i, j, lam, mu)
     assert (got == ref.reshape(160, 200)).all()
     assert (got[:60] == 0).all() and len(np.unique(got)) > 3

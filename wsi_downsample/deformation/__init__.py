@@ -9,8 +9,6 @@ from wsi_downsample.deformation.inverse import (
     invert_grid,
     invert_labels,
     iter_inverse_tiles,
-    iter_scatter_tiles,
-    scatter_nearest_inverse,
 )
 from wsi_downsample.deformation.net import DeformationNet
 from wsi_downsample.deformation.sampler import sample_image, sample_labels
@@ -20,6 +18,7 @@ from wsi_downsample.deformation.samplers import (
     density_uniform,
     get_sampler,
 )
+from wsi_downsample.deformation.scatter import iter_scatter_tiles, scatter_nearest_inverse
 from wsi_downsample.deformation.targets import boundary_target
 
 __all__ = [

@@ -1,34 +1,32 @@
-"""Exact inverse of a piecewise-bilinear sampling grid, streamed per output tile.
-
-The grid's ``h x w`` samples form ``(h-1) x (w-1)`` quads; inside quad ``(i, j)`` the forward
-map is bilinear, ``P(lam, mu) = A + lam e + mu f + lam mu g``, and the quad's edges are the
-straight segments between its corners. Per output tile, each quad's edges cut every pixel row
-into a span, so a scanline fill finds the quad owning each pixel centre. A strictly convex quad
-whose four samples share one argmax gives that class to all its pixels, exactly. Elsewhere we
-solve for ``(lam, mu)`` (a quadratic in ``mu``), interpolate the four samples' class scores
-bilinearly in warped space and take the argmax. Pixels no quad owns (outside the grid's hull,
-between the outermost sample centres and the region edge), or not inside the quad that claimed
-them (non-convex quads), walk from quad to quad by ``floor(lam)``, ``floor(mu)`` (Newton-like
-steps on the bilinear extrapolation), then fall back to testing every quad whose box holds
-them; outside the hull they take the nearest corner of their border quad. Output pixel
-``(r, c)`` has level-0 centre ``origin_xy + ((c + 0.5) * downsample, (r + 0.5) * downsample)``.
-Pure numpy per tile (its ufuncs release the GIL), so ``workers`` threads invert tiles in
-parallel.
-"""
+"""Exact inverse of a piecewise-bilinear sampling grid, streamed per output tile."""
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
-from torch import Tensor
 
+from wsi_downsample.deformation._quads import (
+    Quads,
+    build_quads,
+    convex,
+    first_guess,
+    settle,
+    tile_owner,
+)
+from wsi_downsample.deformation._tiles import (
+    Array,
+    InverseTile,
+    Tile,
+    as_numpy,
+    assemble,
+    output_nodes,
+    run_tiles,
+)
+from wsi_downsample.deformation.scatter import iter_scatter_tiles, scatter_nearest_inverse
 from wsi_downsample.errors import ConfigError
 
 __all__ = [
@@ -39,17 +37,14 @@ __all__ = [
     "iter_inverse_tiles",
     "invert_grid",
     "invert_labels",
+    # re-exported from .scatter (the baseline), where they used to live
     "iter_scatter_tiles",
     "scatter_nearest_inverse",
 ]
 
-_TOL = 1e-4  # (lam, mu) slack for points on a quad's edge
-_MAX_STEPS = 8  # walk steps before the exhaustive search
 _STRIP_PIXELS = 1 << 16  # pixels per strip of a tile (3x faster than a 512 x 512 block)
 _PRUNE_MAX_CLASSES = 16  # per-quad class pruning compares every pair of classes
 INTERPOLATIONS = ("bilinear", "nearest")
-Array = Tensor | np.ndarray
-Tile = tuple[int, int, int, int]  # r0, r1, c0, c1
 
 
 class OutputFrame(NamedTuple):
@@ -76,256 +71,6 @@ class OutputFrame(NamedTuple):
         return cls(r0, c0, (math.ceil(y1) - r0, math.ceil(x1) - c0), float(downsample))
 
 
-class InverseTile(NamedTuple):
-    """One streamed output tile: its top-left pixel and its class indices ``(th, tw)``."""
-
-    row0: int
-    col0: int
-    labels: np.ndarray
-
-    @property
-    def rows(self) -> slice:
-        return slice(self.row0, self.row0 + self.labels.shape[0])
-
-    @property
-    def cols(self) -> slice:
-        return slice(self.col0, self.col0 + self.labels.shape[1])
-
-
-class _Quads(NamedTuple):
-    """Per-quad coefficients ``(ax, ay, ex, ey, fx, fy, gx, gy, f x g, f x e)`` and boxes."""
-
-    nodes: np.ndarray  # (h, w, 2) float32, output-pixel coordinates
-    coef: np.ndarray  # (10, h-1, w-1) float32
-    box: np.ndarray  # (4, Q): xmin, xmax, ymin, ymax
-    col_span: np.ndarray  # (2, w-1): xmin, xmax over each column of quads
-    row_span: np.ndarray  # (2, h-1): ymin, ymax over each row of quads
-
-
-def _np(values: Array) -> np.ndarray:
-    return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
-
-
-def _output_nodes(grid: Array, origin_xy: Sequence[float], downsample: float) -> np.ndarray:
-    """Level-0 grid -> float32 output-pixel coordinates. Shape: ``(h, w, 2)``."""
-    g = _np(grid).astype(np.float64)
-    if g.ndim == 4 and g.shape[0] == 1:
-        g = g[0]
-    if g.ndim != 3 or g.shape[-1] != 2:
-        raise ValueError(f"grid must be (h, w, 2) level-0 (x, y); got {g.shape}")
-    return ((g - np.asarray(origin_xy, dtype=np.float64)) / float(downsample)).astype(np.float32)
-
-
-def _cross(ax, ay, bx, by):
-    return ax * by - ay * bx
-
-
-def _build_quads(nodes: np.ndarray) -> _Quads:
-    p00, p01, p10, p11 = nodes[:-1, :-1], nodes[:-1, 1:], nodes[1:, :-1], nodes[1:, 1:]
-    e, f, g = p01 - p00, p10 - p00, p11 - p01 - p10 + p00
-    fxg = _cross(f[..., 0], f[..., 1], g[..., 0], g[..., 1])
-    fxe = _cross(f[..., 0], f[..., 1], e[..., 0], e[..., 1])
-    coef = np.concatenate([p00, e, f, g, fxg[..., None], fxe[..., None]], axis=-1)
-    corners = np.stack([p00, p01, p10, p11]).reshape(4, -1, 2)
-    lo, hi = corners.min(0), corners.max(0)
-    box = np.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]])
-    grid_box = box.reshape(4, *p00.shape[:2])
-    col_span = np.stack([grid_box[0].min(0), grid_box[1].max(0)])
-    row_span = np.stack([grid_box[2].min(1), grid_box[3].max(1)])
-    coef = np.ascontiguousarray(coef.transpose(2, 0, 1))
-    return _Quads(nodes, coef, box, col_span, row_span)
-
-
-def _solve(coef: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Local ``(lam, mu)`` of points in their quads (extrapolated when outside).
-
-    ``mu`` solves ``(f x g) mu^2 + (f x e - h x g) mu - h x e = 0`` with ``h = P - A``; of the
-    stable root pair (``r1`` is infinite for parallelograms, ``r2`` then right) the one nearer
-    to [0, 1] is kept. ``lam`` projects ``h - mu f`` on ``e + mu g``. Points on no iso-``mu``
-    line (negative discriminant: outside the quad) get the vertex of the parabola, good for
-    walking, and ``lam`` offset by 2 so that they never count as inside.
-
-    Shape: coef ``(10, n)``, x, y ``(n,)`` -> two ``(n,)``.
-    """
-    ax, ay, ex, ey, fx, fy, gx, gy, fxg, fxe = coef
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hx, hy = x - ax, y - ay
-        b = fxe - _cross(hx, hy, gx, gy)
-        c = _cross(hy, hx, ey, ex)
-        disc = b * b - 4 * fxg * c
-        q = -0.5 * (b + np.copysign(np.sqrt(np.maximum(disc, 0)), b))
-        r1, r2 = q / fxg, c / q
-        # the root nearer to [0, 1] is the one nearer to 0.5 (NaN compares False: r2)
-        mu = np.where(np.abs(r1 - 0.5) < np.abs(r2 - 0.5), r1, r2)
-        dx, dy = ex + mu * gx, ey + mu * gy
-        lam = ((hx - mu * fx) * dx + (hy - mu * fy) * dy) / (dx * dx + dy * dy)
-        unreal = disc < -1e-5 * (b * b + np.abs(4 * fxg * c))
-    return np.where(unreal, lam + np.copysign(2.0, lam - 0.5), lam), mu
-
-
-def _inside(lam: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    return (lam >= -_TOL) & (lam <= 1 + _TOL) & (mu >= -_TOL) & (mu <= 1 + _TOL)
-
-
-def _coef_at(quads: _Quads, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Coefficients of quads ``(i, j)`` gathered from the smallest block holding them (a
-    tile's block fits in cache). Shape: ``(n,)`` each -> ``(10, n)``."""
-    if i.size == 0:
-        return np.empty((10, 0), dtype=np.float32)
-    i0, i1, j0, j1 = i.min(), i.max() + 1, j.min(), j.max() + 1
-    block = quads.coef[:, i0:i1, j0:j1].reshape(10, -1)
-    return block.take((i - i0) * (j1 - j0) + (j - j0), axis=1)
-
-
-def _first_guess(quads: _Quads, xs: np.ndarray, ys: np.ndarray):
-    """Separable quad guess: search the grid row (column) nearest the points' centre."""
-    nodes, (h, w) = quads.nodes, quads.nodes.shape[:2]
-    row = np.abs(nodes[:, :, 1].mean(1) - ys.mean()).argmin()
-    col = np.abs(nodes[:, :, 0].mean(0) - xs.mean()).argmin()
-    j = np.searchsorted(np.maximum.accumulate(nodes[row, :, 0]), xs) - 1
-    i = np.searchsorted(np.maximum.accumulate(nodes[:, col, 1]), ys) - 1
-    return np.clip(i, 0, h - 2), np.clip(j, 0, w - 2)
-
-
-def _step(shape: tuple[int, int], lam, mu, i, j):
-    """Next quad of the walk, and whether the point is outside the hull or stuck."""
-    h1, w1 = shape[0] - 1, shape[1] - 1
-    nj = np.clip(j + np.floor(np.clip(np.nan_to_num(lam), -w1, w1)).astype(np.int64), 0, w1 - 1)
-    ni = np.clip(i + np.floor(np.clip(np.nan_to_num(mu), -h1, h1)).astype(np.int64), 0, h1 - 1)
-    still = (nj == j) & (ni == i)
-    border = (i == 0) | (i == h1 - 1) | (j == 0) | (j == w1 - 1)
-    outside = still & border & ~(np.isnan(lam) | np.isnan(mu))
-    return ni, nj, outside, still & ~outside
-
-
-def _settle(quads: _Quads, x: np.ndarray, y: np.ndarray, i: np.ndarray, j: np.ndarray):
-    """Quad ``(i, j)`` and local ``(lam, mu)`` in [0, 1] of every point, walking from ``(i, j)``.
-
-    Shape: ``(n,)`` each -> four ``(n,)``.
-    """
-    i, j = i.astype(np.int64), j.astype(np.int64)
-    lam, mu = _solve(_coef_at(quads, i, j), x, y)
-    out = [i.copy(), j.copy(), lam, mu]  # entries of unsettled points are overwritten below
-    idx = np.flatnonzero(~_inside(lam, mu))
-    lam, mu, i, j = lam[idx], mu[idx], i[idx], j[idx]
-    stuck = [idx[:0]]
-    for _ in range(_MAX_STEPS):
-        if idx.size == 0:
-            break
-        ni, nj, outside, still = _step(quads.nodes.shape[:2], lam, mu, i, j)
-        o = outside  # outside the hull: the nearest corner of the border quad
-        _put(
-            out, idx[o], i[o], j[o], np.round(np.clip(lam[o], 0, 1)), np.round(np.clip(mu[o], 0, 1))
-        )
-        stuck.append(idx[still])
-        move = ~(outside | still)
-        idx, i, j = idx[move], ni[move], nj[move]
-        lam, mu = _solve(_coef_at(quads, i, j), x[idx], y[idx])
-        ok = _inside(lam, mu)
-        _put(out, idx[ok], i[ok], j[ok], lam[ok], mu[ok])
-        idx, lam, mu, i, j = idx[~ok], lam[~ok], mu[~ok], i[~ok], j[~ok]
-    left = np.concatenate([*stuck, idx])
-    if left.size:
-        _put(out, left, *_exhaustive(quads, x[left], y[left]))
-    out[2], out[3] = np.clip(out[2], 0, 1), np.clip(out[3], 0, 1)
-    return out[0], out[1], out[2], out[3]
-
-
-def _put(out: list[np.ndarray], idx: np.ndarray, *parts: np.ndarray) -> None:
-    for dst, part in zip(out, parts, strict=True):
-        dst[idx] = part
-
-
-def _exhaustive(quads: _Quads, x: np.ndarray, y: np.ndarray, chunk: int = 1024):
-    """Test every quad whose box holds the point; the nearest sample where none contains it."""
-    n, w1 = x.size, quads.coef.shape[2]
-    res = [np.full(n, -1), np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.float32)]
-    box, coef = quads.box, quads.coef.reshape(10, -1)
-    near = np.flatnonzero(
-        (box[1] >= x.min()) & (box[0] <= x.max()) & (box[3] >= y.min()) & (box[2] <= y.max())
-    )
-    box = box[:, near]
-    for s in range(0, n, chunk):
-        px, py = x[s : s + chunk, None], y[s : s + chunk, None]
-        hit = (px >= box[0]) & (px <= box[1]) & (py >= box[2]) & (py <= box[3])
-        pt, q = np.nonzero(hit)
-        q = near[q]
-        lam, mu = _solve(coef[:, q], x[s + pt], y[s + pt])
-        ok = _inside(lam, mu)
-        _put(res, s + pt[ok], q[ok] // w1, q[ok] % w1, lam[ok], mu[ok])
-    miss = np.flatnonzero(res[0] < 0)
-    if miss.size:
-        h, w = quads.nodes.shape[:2]
-        _, k = cKDTree(quads.nodes.reshape(-1, 2)).query(np.stack([x[miss], y[miss]], 1))
-        r, c = k // w, k % w
-        i, j = np.minimum(r, h - 2), np.minimum(c, w - 2)
-        _put(res, miss, i, j, (c - j).astype(np.float32), (r - i).astype(np.float32))
-    return res
-
-
-def _ragged(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(start, start + length)`` for every pair, vectorised."""
-    ends = np.cumsum(lengths)
-    return np.repeat(starts - ends + lengths, lengths) + np.arange(ends[-1] if ends.size else 0)
-
-
-def _edge_x(pa: np.ndarray, pb: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """x where the horizontal line ``y`` crosses segment ``pa -> pb``; NaN if it does not.
-
-    Shared edges are always passed in the same direction, so both quads get the same float.
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = pa[0] + (y - pa[1]) * (pb[0] - pa[0]) / (pb[1] - pa[1])
-    hit = (y >= np.minimum(pa[1], pb[1])) & (y <= np.maximum(pa[1], pb[1]))
-    return np.where(hit, x, np.nan)
-
-
-def _quads_near(quads: _Quads, window: tuple[float, float, float, float]) -> np.ndarray:
-    """Flat indices of the block of quads whose grid rows and columns reach the window
-    ``(y0, y1, x0, x1)`` (a superset of the quads whose boxes meet it)."""
-    y0, y1, x0, x1 = window
-    w1 = quads.coef.shape[2]
-    cols = np.flatnonzero((quads.col_span[1] >= x0) & (quads.col_span[0] <= x1))
-    rows = np.flatnonzero((quads.row_span[1] >= y0) & (quads.row_span[0] <= y1))
-    if cols.size == 0 or rows.size == 0:
-        return np.empty(0, dtype=np.int64)
-    i = np.arange(rows[0], rows[-1] + 1)
-    j = np.arange(cols[0], cols[-1] + 1)
-    return (i[:, None] * w1 + j[None, :]).ravel()
-
-
-def _tile_owner(quads: _Quads, tile: Tile) -> np.ndarray:
-    """Quad index owning each pixel centre of a tile, -1 outside every quad (scanline fill:
-    each quad's straight edges cut each pixel row into a closed span).
-
-    Shape: ``(th * tw,)`` int64.
-    """
-    r0, r1, c0, c1 = tile
-    tw, w1 = c1 - c0, quads.coef.shape[2]
-    owner = np.full((r1 - r0) * tw, -1, dtype=np.int64)
-    xmin, xmax, ymin, ymax = quads.box
-    sel = _quads_near(quads, (r0 + 0.5, r1 - 0.5, c0 + 0.5, c1 - 0.5))
-    sel = sel[(xmax[sel] >= c0 + 0.5) & (xmin[sel] <= c1 - 0.5)]
-    sel = sel[(ymax[sel] >= r0 + 0.5) & (ymin[sel] <= r1 - 0.5)]
-    lo = np.maximum(np.ceil(ymin[sel] - 0.5), r0).astype(np.int64)
-    hi = np.minimum(np.floor(ymax[sel] - 0.5), r1 - 1).astype(np.int64)
-    count = np.maximum(hi - lo + 1, 0)
-    q, row = np.repeat(sel, count), _ragged(lo, count)
-    if q.size == 0:
-        return owner
-    i, j, y = q // w1, q % w1, (row + 0.5).astype(np.float32)
-    p00, p01 = quads.nodes[i, j].T, quads.nodes[i, j + 1].T
-    p10, p11 = quads.nodes[i + 1, j].T, quads.nodes[i + 1, j + 1].T
-    xs = np.stack([_edge_x(*e, y) for e in ((p00, p01), (p10, p11), (p00, p10), (p01, p11))])
-    with np.errstate(invalid="ignore"):
-        left = np.maximum(np.ceil(np.nanmin(xs, 0) - 0.5), c0)
-        right = np.minimum(np.floor(np.nanmax(xs, 0) - 0.5), c1 - 1)
-    length = np.nan_to_num(right - left + 1, nan=0).clip(0).astype(np.int64)
-    start = (row - r0) * tw + np.nan_to_num(left - c0).astype(np.int64)
-    owner[_ragged(start, length)] = np.repeat(q, length)
-    return owner
-
-
 class _Plan(NamedTuple):
     """What each quad needs to label a pixel (per grid, computed once).
 
@@ -344,14 +89,15 @@ class _Plan(NamedTuple):
     dtype: type  # of the output labels
 
 
-def _plan(scores: np.ndarray, nodes: np.ndarray) -> _Plan:
-    """Prune, per quad, the classes that cannot win anywhere in it: class ``c`` is out when
-    another class is >= at all four samples (and > at one, or has the lower index), since a
-    convex combination keeps that order (up to exact float ties on the quad's edges)."""
-    (h, w), n = nodes.shape[:2], scores.shape[0]
-    grid = scores.reshape(n, h, w)
-    corners = np.stack([grid[:, :-1, :-1], grid[:, :-1, 1:], grid[:, 1:, :-1], grid[:, 1:, 1:]])
-    corners = corners.reshape(4, n, -1)
+def _alive(corners: np.ndarray) -> np.ndarray:
+    """Classes that may win somewhere in each quad: class ``c`` is out when another class is
+    >= at all four samples (and > at one, or has the lower index), since a convex combination
+    keeps that order (up to exact float ties on the quad's edges). Above
+    ``_PRUNE_MAX_CLASSES`` only quads whose four samples share one argmax are pruned.
+
+    Shape: corners ``(4, C, Q)`` -> ``(C, Q)`` bool.
+    """
+    n = corners.shape[1]
     alive = np.ones(corners.shape[1:], dtype=bool)
     if n > _PRUNE_MAX_CLASSES:  # C^2 tests: keep only the "same argmax at all four" rule
         top4 = corners.argmax(1)
@@ -363,6 +109,19 @@ def _plan(scores: np.ndarray, nodes: np.ndarray) -> _Plan:
             if d != c:
                 ge = (corners[:, d] >= corners[:, c]).all(0)
                 alive[c] &= ~(ge & ((corners[:, d] > corners[:, c]).any(0) | (d < c)))
+    return alive
+
+
+def _plan(scores: np.ndarray, nodes: np.ndarray) -> _Plan:
+    """Per quad, the classes that can win in it (see ``_alive``) and what labels its pixels.
+
+    Shape: scores ``(C, h * w)``, nodes ``(h, w, 2)``.
+    """
+    (h, w), n = nodes.shape[:2], scores.shape[0]
+    grid = scores.reshape(n, h, w)
+    corners = np.stack([grid[:, :-1, :-1], grid[:, :-1, 1:], grid[:, 1:, :-1], grid[:, 1:, 1:]])
+    corners = corners.reshape(4, n, -1)
+    alive = _alive(corners)
     count, first = alive.sum(0), alive.argmax(0)
     alive[first, np.arange(first.size)] = False
     second = alive.argmax(0)
@@ -370,21 +129,13 @@ def _plan(scores: np.ndarray, nodes: np.ndarray) -> _Plan:
     pair = np.where(count == 2, np.stack([first, second]), -1).astype(np.int32)
     cols = np.arange(first.size)
     diff = corners[:, first, cols] - corners[:, second, cols]
-    fill = np.where(_convex(nodes), quad_class, -1)
+    fill = np.where(convex(nodes), quad_class, -1)
     top = scores.argmax(0).astype(np.int32)
     dtype = np.uint8 if n <= 256 else np.int32
     return _Plan(scores, top, quad_class, fill, pair, np.ascontiguousarray(diff), dtype)
 
 
-def _convex(nodes: np.ndarray) -> np.ndarray:
-    """Strictly convex quads (all four turns the same way). Shape: ``(Q,)`` bool."""
-    ring = [nodes[:-1, :-1], nodes[:-1, 1:], nodes[1:, 1:], nodes[1:, :-1]]
-    edges = [ring[(k + 1) % 4] - ring[k] for k in range(4)]
-    turns = np.stack([_cross(*edges[k].T, *edges[(k + 1) % 4].T).T for k in range(4)])
-    return ((turns > 0).all(0) | (turns < 0).all(0)).ravel()
-
-
-def _tile_labels(quads: _Quads, plan: _Plan, nearest: bool, tile: Tile) -> np.ndarray:
+def _tile_labels(quads: Quads, plan: _Plan, nearest: bool, tile: Tile) -> np.ndarray:
     """Class of every pixel of one tile. Shape: ``(th, tw)``.
 
     Pixels of convex quads with one possible class take it directly; the others are solved
@@ -393,7 +144,7 @@ def _tile_labels(quads: _Quads, plan: _Plan, nearest: bool, tile: Tile) -> np.nd
     """
     r0, r1, c0, c1 = tile
     w1 = quads.coef.shape[2]
-    owner = _tile_owner(quads, tile)
+    owner = tile_owner(quads, tile)
     labels = plan.fill.take(np.maximum(owner, 0))
     todo = np.flatnonzero((labels < 0) | (owner < 0))
     if todo.size:
@@ -403,8 +154,8 @@ def _tile_labels(quads: _Quads, plan: _Plan, nearest: bool, tile: Tile) -> np.nd
         i, j = np.divmod(own, w1)
         lost = own < 0
         if lost.any():
-            i[lost], j[lost] = _first_guess(quads, x[lost], y[lost])
-        i, j, lam, mu = _settle(quads, x, y, i, j)
+            i[lost], j[lost] = first_guess(quads, x[lost], y[lost])
+        i, j, lam, mu = settle(quads, x, y, i, j)
         labels[todo] = _decide(plan, i, j, lam, mu, w1 + 1, nearest)
     return labels.reshape(r1 - r0, c1 - c0).astype(plan.dtype)
 
@@ -449,33 +200,36 @@ def _interpolated_argmax(scores: np.ndarray, w: int, i, j, lam, mu) -> np.ndarra
     return arg
 
 
-def _tile_boxes(shape_hw: tuple[int, int], tile_size: int) -> Iterator[Tile]:
-    """Row-major ``(r0, r1, c0, c1)`` tiles of an ``H x W`` raster."""
-    height, width = shape_hw
-    for r0 in range(0, height, tile_size):
-        for c0 in range(0, width, tile_size):
-            yield r0, min(r0 + tile_size, height), c0, min(c0 + tile_size, width)
+def _quad_labeller(
+    flat: np.ndarray, nodes: np.ndarray, nearest: bool
+) -> Callable[[Tile], np.ndarray]:
+    """Tile -> labels through the grid's quads, strip by strip (strips keep temporaries in
+    cache). Shape: flat ``(C, h * w)``, nodes ``(h, w, 2)`` with ``h, w >= 2``."""
+    quads, plan = build_quads(nodes), _plan(flat, nodes)
+
+    def func(tile: Tile) -> np.ndarray:
+        r0, r1, c0, c1 = tile
+        step = max(1, _STRIP_PIXELS // (c1 - c0))
+        strips = [(r, min(r + step, r1), c0, c1) for r in range(r0, r1, step)]
+        return np.concatenate([_tile_labels(quads, plan, nearest, t) for t in strips])
+
+    return func
 
 
-def _run_tiles(
-    func: Callable[[Tile], np.ndarray], shape_hw: tuple[int, int], tile_size: int, workers: int
-) -> Iterator[InverseTile]:
-    """Apply ``func`` to every tile in order, ``workers`` tiles at a time (bounded memory)."""
-    tiles = _tile_boxes(shape_hw, tile_size)
-    if workers <= 1:
-        for tile in tiles:
-            yield InverseTile(tile[0], tile[2], func(tile))
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[tuple[Tile, Future[np.ndarray]]] = deque()
-        for tile in tiles:
-            pending.append((tile, pool.submit(func, tile)))
-            if len(pending) > 2 * workers:
-                done, fut = pending.popleft()
-                yield InverseTile(done[0], done[2], fut.result())
-        while pending:
-            done, fut = pending.popleft()
-            yield InverseTile(done[0], done[2], fut.result())
+def _sample_labeller(
+    flat: np.ndarray, nodes: np.ndarray, dtype: type
+) -> Callable[[Tile], np.ndarray]:
+    """Tile -> argmax of the nearest sample: a single row or column of samples has no quads.
+
+    Shape: flat ``(C, h * w)``, nodes ``(h, w, 2)``.
+    """
+    tree, top = cKDTree(nodes.reshape(-1, 2)), flat.argmax(0).astype(dtype)
+
+    def func(tile: Tile) -> np.ndarray:
+        rr, cc = np.mgrid[tile[0] : tile[1], tile[2] : tile[3]] + 0.5
+        return top[tree.query(np.stack([cc.ravel(), rr.ravel()], 1))[1]].reshape(rr.shape)
+
+    return func
 
 
 def iter_inverse_tiles(
@@ -493,6 +247,16 @@ def iter_inverse_tiles(
     in warped space (``interpolation="bilinear"``, for probabilities) or of the nearest of the
     four samples around each pixel (``"nearest"``). Memory is bounded by ``workers`` tiles.
 
+    The grid's ``h x w`` samples form ``(h-1) x (w-1)`` quads, bilinear inside, with straight
+    edges; per tile, a scanline fill finds the quad owning each pixel centre. A strictly convex
+    quad whose four samples share one argmax gives that class to all its pixels, exactly.
+    Elsewhere we solve for the local ``(lam, mu)`` (a quadratic in ``mu``) and interpolate the
+    four samples' scores. Pixels no quad owns (outside the grid's hull) or not inside the quad
+    that claimed them (non-convex quads) walk from quad to quad (see ``_quads.settle``).
+    Output pixel ``(r, c)`` has level-0 centre ``origin_xy + ((c + 0.5) D, (r + 0.5) D)``
+    with ``D = downsample``. Pure numpy per tile (its ufuncs release the GIL), so ``workers``
+    threads invert tiles in parallel.
+
     Shape: values ``(C, h, w)``, grid ``(h, w, 2)`` level-0 -> tiles ``(th, tw)`` of class
     indices (uint8 when ``C <= 256``, else int32), covering ``out_shape_hw`` row-major.
     """
@@ -500,42 +264,18 @@ def iter_inverse_tiles(
         raise ConfigError(
             f"unknown interpolation {interpolation!r}; available: {', '.join(INTERPOLATIONS)}"
         )
-    nearest = interpolation == "nearest"
-    scores = _np(values).astype(np.float32)
-    nodes = _output_nodes(grid, origin_xy, downsample)
+    scores = as_numpy(values).astype(np.float32)
+    nodes = output_nodes(grid, origin_xy, downsample)
     if scores.ndim != 3 or nodes.shape[:2] != scores.shape[1:]:
         raise ValueError(f"values {scores.shape} do not match grid {nodes.shape}")
     dtype = np.uint8 if scores.shape[0] <= 256 else np.int32
     h, w = nodes.shape[:2]
     flat = np.ascontiguousarray(scores.reshape(scores.shape[0], -1))
     if h > 1 and w > 1:
-        quads, plan = _build_quads(nodes), _plan(flat, nodes)
-
-        def func(tile: Tile) -> np.ndarray:
-            r0, r1, c0, c1 = tile
-            step = max(1, _STRIP_PIXELS // (c1 - c0))  # strips keep temporaries in cache
-            strips = [(r, min(r + step, r1), c0, c1) for r in range(r0, r1, step)]
-            return np.concatenate([_tile_labels(quads, plan, nearest, t) for t in strips])
-
-    else:  # a single row or column of samples has no quads: nearest sample
-        tree, top = cKDTree(nodes.reshape(-1, 2)), flat.argmax(0).astype(dtype)
-
-        def func(tile: Tile) -> np.ndarray:
-            rr, cc = np.mgrid[tile[0] : tile[1], tile[2] : tile[3]] + 0.5
-            return top[tree.query(np.stack([cc.ravel(), rr.ravel()], 1))[1]].reshape(rr.shape)
-
-    return _run_tiles(func, out_shape_hw, tile_size, workers)
-
-
-def _assemble(tiles: Iterator[InverseTile], shape_hw: tuple[int, int]) -> np.ndarray:
-    out: np.ndarray | None = None
-    for tile in tiles:
-        if out is None:
-            out = np.empty(shape_hw, dtype=tile.labels.dtype)
-        out[tile.rows, tile.cols] = tile.labels
-    if out is None:
-        raise ValueError(f"empty output shape {shape_hw}")
-    return out
+        func = _quad_labeller(flat, nodes, interpolation == "nearest")
+    else:
+        func = _sample_labeller(flat, nodes, dtype)
+    return run_tiles(func, out_shape_hw, tile_size, workers)
 
 
 def invert_grid(
@@ -560,7 +300,7 @@ def invert_grid(
         workers=workers,
         interpolation=interpolation,
     )
-    return _assemble(iter_inverse_tiles(values, grid, out_shape_hw, **kw), out_shape_hw)
+    return assemble(iter_inverse_tiles(values, grid, out_shape_hw, **kw), out_shape_hw)
 
 
 def _one_hot(labels: Array, num_classes: int, ignore_index: int | None) -> np.ndarray:
@@ -568,7 +308,7 @@ def _one_hot(labels: Array, num_classes: int, ignore_index: int | None) -> np.nd
 
     Shape: ``(h, w)`` -> ``(C or C + 1, h, w)`` float32.
     """
-    lab = _np(labels).astype(np.int64)
+    lab = as_numpy(labels).astype(np.int64)
     extra = ignore_index is not None and bool((lab == ignore_index).any())
     if extra:
         lab = np.where(lab == ignore_index, num_classes, lab)
@@ -618,92 +358,6 @@ def invert_labels(
     return out
 
 
-def _scatter_halo(nodes: np.ndarray) -> int:
-    """Pixels past a tile within which every pixel's nearest sample lies (longest diagonal)."""
-    if min(nodes.shape[:2]) < 2:
-        return 2
-    d1 = np.linalg.norm(nodes[1:, 1:] - nodes[:-1, :-1], axis=-1)
-    d2 = np.linalg.norm(nodes[1:, :-1] - nodes[:-1, 1:], axis=-1)
-    return int(np.ceil(max(d1.max(), d2.max(), 1.0))) + 2
-
-
-def _scatter_tile(rc: np.ndarray, lab: np.ndarray, halo: int, tree: list, tile: Tile):
-    """Labels of the nearest scattered pixel for one tile (EDT over the tile plus a halo;
-    pixels farther than the halo from every scattered pixel in it use a KD-tree)."""
-    r0, r1, c0, c1 = tile
-    lo, hi = np.array([r0 - halo, c0 - halo]), np.array([r1 + halo, c1 + halo])
-    sel = np.flatnonzero(((rc >= lo) & (rc < hi)).all(1))
-    rr, cc = np.mgrid[r0:r1, c0:c1]
-    far = np.ones(rr.shape, dtype=bool)
-    out = np.zeros(rr.shape, dtype=lab.dtype)
-    if sel.size:
-        owner = np.full(tuple(hi - lo), -1, dtype=np.int64)
-        owner[rc[sel, 0] - lo[0], rc[sel, 1] - lo[1]] = sel
-        dist, (ii, jj) = ndimage.distance_transform_edt(owner < 0, return_indices=True)
-        crop = (slice(halo, halo + r1 - r0), slice(halo, halo + c1 - c0))
-        out = lab[owner[ii[crop], jj[crop]]]
-        far = dist[crop] > halo  # a nearer scattered pixel may lie beyond the halo
-    if far.any():
-        if not tree:
-            tree.append(cKDTree(rc.astype(np.float64)))
-        _, k = tree[0].query(np.stack([rr[far], cc[far]], 1).astype(np.float64))
-        out[far] = lab[k]
-    return out
-
-
-def iter_scatter_tiles(
-    labels: Array,
-    grid: Array,
-    out_shape_hw: tuple[int, int],
-    *,
-    origin_xy: Sequence[float] = (0.0, 0.0),
-    downsample: float = 1.0,
-    tile_size: int = 512,
-    workers: int = 1,
-) -> Iterator[InverseTile]:
-    """The paper's inverse, streamed: scatter each sample to the output pixel holding it,
-    fill every other pixel from the nearest scattered pixel (ties: whichever the Euclidean
-    distance transform picks; later samples win a shared pixel).
-
-    Shape: labels ``(h, w)`` (or scores ``(C, h, w)``, reduced by argmax), grid ``(h, w, 2)``
-    -> tiles ``(th, tw)``.
-    """
-    lab = _np(labels)
-    lab = (lab.argmax(0) if lab.ndim == 3 else lab).ravel()
-    if lab.size and lab.min() >= 0:  # the smallest dtype: the output is as large as the region
-        lab = lab.astype(np.uint8 if lab.max() <= 255 else np.int32)
-    nodes = _output_nodes(grid, origin_xy, downsample)
-    if nodes.shape[0] * nodes.shape[1] != lab.size:
-        raise ValueError(f"labels ({lab.size} samples) do not match grid {nodes.shape}")
-    rc = np.floor(nodes.reshape(-1, 2)[:, ::-1]).astype(np.int64)  # (row, col) holding each
-    halo, tree = _scatter_halo(nodes), list[cKDTree]()
-
-    def func(tile: Tile) -> np.ndarray:
-        return _scatter_tile(rc, lab, halo, tree, tile)
-
-    return _run_tiles(func, out_shape_hw, tile_size, workers)
-
-
-def scatter_nearest_inverse(
-    labels: Array,
-    grid: Array,
-    out_shape_hw: tuple[int, int],
-    *,
-    origin_xy: Sequence[float] = (0.0, 0.0),
-    downsample: float = 1.0,
-    tile_size: int = 512,
-    workers: int = 1,
-) -> np.ndarray:
-    """Scatter + nearest-neighbour inverse into one array (see ``iter_scatter_tiles``).
-
-    Shape: labels ``(h, w)``, grid ``(h, w, 2)`` -> ``out_shape_hw``.
-    """
-    kw: dict[str, Any] = dict(
-        origin_xy=origin_xy, downsample=downsample, tile_size=tile_size, workers=workers
-    )
-    return _assemble(iter_scatter_tiles(labels, grid, out_shape_hw, **kw), out_shape_hw)
-
-
 def auto_output_downsample(grid: Array, *, quantile: float = 0.01) -> int:
     """Coarsest power of two <= a quarter of the finest local sample spacing, at least 1.
 
@@ -713,7 +367,7 @@ def auto_output_downsample(grid: Array, *, quantile: float = 0.01) -> int:
 
     Shape: grid ``(h, w, 2)`` level-0.
     """
-    nodes = _np(grid).astype(np.float64).reshape(-1, *_np(grid).shape[-3:])[0]
+    nodes = as_numpy(grid).astype(np.float64).reshape(-1, *as_numpy(grid).shape[-3:])[0]
     lengths = np.concatenate(
         [
             np.linalg.norm(nodes[:, 1:] - nodes[:, :-1], axis=-1).ravel(),
