@@ -10,6 +10,7 @@ from wsi_downsample.deformation.inverse import (
     invert_labels,
     iter_inverse_tiles,
 )
+from wsi_downsample.deformation.lowres import area_resize, lowres_level, read_lowres
 from wsi_downsample.deformation.net import DeformationNet
 from wsi_downsample.deformation.sampler import sample_image, sample_labels
 from wsi_downsample.deformation.samplers import (
@@ -19,7 +20,21 @@ from wsi_downsample.deformation.samplers import (
     get_sampler,
 )
 from wsi_downsample.deformation.scatter import iter_scatter_tiles, scatter_nearest_inverse
+from wsi_downsample.deformation.slide_sampler import (
+    SampleResult,
+    SlideSampler,
+    choose_levels,
+    footprint_tiles,
+    local_spacing,
+)
 from wsi_downsample.deformation.targets import boundary_target
+from wsi_downsample.deformation.tile_cache import (
+    ArrayTileSource,
+    LevelStats,
+    ReadStats,
+    TileCache,
+    TileSource,
+)
 
 __all__ = [
     "Budget",
@@ -44,4 +59,17 @@ __all__ = [
     "density_uniform",
     "get_sampler",
     "boundary_target",
+    "read_lowres",
+    "lowres_level",
+    "area_resize",
+    "SlideSampler",
+    "SampleResult",
+    "local_spacing",
+    "choose_levels",
+    "footprint_tiles",
+    "ReadStats",
+    "LevelStats",
+    "TileCache",
+    "ArrayTileSource",
+    "TileSource",
 ]
