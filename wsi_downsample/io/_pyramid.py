@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "feed_level0",
     "Reducer",
     "PyramidCascade",
     "level_shapes",
@@ -111,6 +112,35 @@ def make_reduce_mean(factor: int) -> Reducer:
         return out, out
 
     return reduce_mean
+
+
+def feed_level0(
+    read: Any,
+    shape_hw: tuple[int, int],
+    tile: int,
+    cascade: PyramidCascade,
+    bar: Any,
+    channels: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Read level 0 tile by tile (row-major), checking each tile and feeding the cascade.
+
+    ``read(y0, x0, h, w)`` must return uint8 ``(h, w)`` (``channels`` None) or
+    ``(h, w, channels)``. Shape: yields ``(th, tw[, channels])`` edge tiles unpadded.
+    """
+    h, w = shape_hw
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            th, tw = min(tile, h - y), min(tile, w - x)
+            expected = (th, tw) if channels is None else (th, tw, channels)
+            data = np.asarray(read(y, x, th, tw))
+            if data.shape != expected or data.dtype != np.uint8:
+                raise ValueError(
+                    f"read_tile({y}, {x}, {th}, {tw}) returned {data.dtype} {data.shape}; "
+                    f"expected uint8 {expected}"
+                )
+            cascade.push(y, x, data)
+            bar.update(1)
+            yield data
 
 
 def iter_tiles(array: Any, tile: int) -> Iterator[np.ndarray]:

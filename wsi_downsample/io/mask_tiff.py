@@ -14,6 +14,7 @@ import numpy as np
 
 from wsi_downsample.io._pyramid import (
     PyramidCascade,
+    feed_level0,
     iter_tiles,
     level_shapes,
     reduce_mode2,
@@ -82,25 +83,6 @@ def _as_reader(source: TileReader | Any, shape_hw: tuple[int, int]) -> TileReade
         return np.asarray(source[y0 : y0 + h, x0 : x0 + w])
 
     return read
-
-
-def _level0_tiles(
-    read: TileReader, shape_hw: tuple[int, int], tile: int, cascade: PyramidCascade, bar: Any
-) -> Iterator[np.ndarray]:
-    """Read level 0 tile by tile (row-major), feeding the cascade on the way."""
-    h, w = shape_hw
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            th, tw = min(tile, h - y), min(tile, w - x)
-            data = np.asarray(read(y, x, th, tw))
-            if data.shape != (th, tw) or data.dtype != np.uint8:
-                raise ValueError(
-                    f"read_tile({y}, {x}, {th}, {tw}) returned {data.dtype} {data.shape}; "
-                    f"expected uint8 ({th}, {tw})"
-                )
-            cascade.push(y, x, data)
-            bar.update(1)
-            yield data
 
 
 def _ome_metadata(mpp: tuple[float, float], extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -264,7 +246,7 @@ def _write(
         ) as bar,
     ):
         tif.write(
-            _level0_tiles(read, shapes[0], tile, cascade, bar),
+            feed_level0(read, shapes[0], tile, cascade, bar),
             shape=shapes[0],
             subifds=len(shapes) - 1,
             resolution=(1e4 / mpp[0], 1e4 / mpp[1]),

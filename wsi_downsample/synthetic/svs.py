@@ -9,7 +9,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from wsi_downsample.io._pyramid import PyramidCascade, iter_tiles, level_shapes, make_reduce_mean
+from wsi_downsample.io._pyramid import (
+    PyramidCascade,
+    feed_level0,
+    iter_tiles,
+    level_shapes,
+    make_reduce_mean,
+)
 from wsi_downsample.io.mask_tiff import atomic_path, count_levels
 
 __all__ = ["write_svs", "aperio_description", "RgbTileReader"]
@@ -44,21 +50,11 @@ def _level0_tiles(
     read: RgbTileReader, shape_hw: tuple[int, int], tile: int, cascade: PyramidCascade, bar: Any
 ) -> Iterator[np.ndarray]:
     """Level-0 tiles in row-major order, fed to the cascade; edges padded by replication."""
-    h, w = shape_hw
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            th, tw = min(tile, h - y), min(tile, w - x)
-            data = np.asarray(read(y, x, th, tw))
-            if data.shape != (th, tw, 3) or data.dtype != np.uint8:
-                raise ValueError(
-                    f"read_tile({y}, {x}, {th}, {tw}) returned {data.dtype} {data.shape}; "
-                    f"expected uint8 ({th}, {tw}, 3)"
-                )
-            cascade.push(y, x, data)
-            bar.update(1)
-            if (th, tw) != (tile, tile):  # avoid black JPEG padding bleeding into edges
-                data = np.pad(data, ((0, tile - th), (0, tile - tw), (0, 0)), mode="edge")
-            yield data
+    for data in feed_level0(read, shape_hw, tile, cascade, bar, channels=3):
+        th, tw = data.shape[:2]
+        if (th, tw) != (tile, tile):  # avoid black JPEG padding bleeding into edges
+            data = np.pad(data, ((0, tile - th), (0, tile - tw), (0, 0)), mode="edge")
+        yield data
 
 
 def _thumbnail(cascade: PyramidCascade, shapes: list[tuple[int, int]]) -> np.ndarray:
