@@ -24,6 +24,9 @@ __all__ = [
     "DeformationConfig",
     "LossConfig",
     "DataConfig",
+    "SyntheticConfig",
+    "ModelConfig",
+    "TrainConfig",
     "Config",
     "load_config",
     "DEFAULT_CLASSES",
@@ -97,6 +100,35 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class SyntheticConfig:
+    """The synthetic slide set a config was made for (``wsi-seg synth``, the demo)."""
+
+    preset: str = "default"
+    size: str = "15360x20480"
+    count: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The segmenter (filled in by the training pipeline)."""
+
+    arch: str = "hrnet_w18_small"
+    stem_stride: int = 4
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop (filled in by the training pipeline)."""
+
+    epochs: int = 10
+    steps: int | None = None
+    batch_size: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; each field mirrors a top-level YAML key."""
 
@@ -106,6 +138,9 @@ class Config:
     sampler: SamplerConfig = SamplerConfig()
     deformation: DeformationConfig = DeformationConfig()
     loss: LossConfig = LossConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
 
     @property
     def num_classes(self) -> int:

@@ -7,8 +7,13 @@ and end with the fix.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "WsiSegError",
+    "OutputExistsError",
+    "OutputError",
+    "Interrupted",
     "SlideNotFoundError",
     "NotASlideError",
     "CorruptSlideError",
@@ -24,7 +29,34 @@ __all__ = [
 
 
 class WsiSegError(Exception):
-    """Base class of every error wsi-seg raises on bad input or bad settings."""
+    """Base class of every error wsi-seg raises on bad input or bad settings.
+
+    ``hint`` names the fix as library parameters (``{"backend": "tiffslide"}``): ``str(exc)``
+    shows it in Python terms (``backend='tiffslide'``), and the CLI shows the same fix as its
+    flags (``--backend tiffslide``) through :meth:`cli_message`. Messages themselves never
+    name CLI flags, so each layer names what its user types.
+    """
+
+    def __init__(self, message: str, *, hint: Mapping[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = dict(hint or {})
+
+    def __str__(self) -> str:
+        if not self.hint:
+            return self.message
+        fix = " or ".join(f"{k}={v!r}" for k, v in self.hint.items())
+        return f"{self.message}; try {fix}"
+
+    def cli_message(self, flags: Mapping[str, str]) -> str:
+        """The message with the hint as command-line flags (``flags``: parameter -> flag);
+        a parameter without a flag is shown as in Python."""
+        if not self.hint:
+            return self.message
+        parts = [
+            f"{flags[k]} {v}" if k in flags else f"{k}={v!r}" for k, v in self.hint.items()
+        ]
+        return f"{self.message}; try {' or '.join(parts)}"
 
 
 class SlideNotFoundError(WsiSegError, FileNotFoundError):
@@ -69,3 +101,23 @@ class BudgetError(WsiSegError, ValueError):
 
 class CacheError(WsiSegError, OSError):
     """A zarr level cache cannot be written or read."""
+
+
+class OutputExistsError(WsiSegError, FileExistsError):
+    """An output exists already and overwriting was not asked for."""
+
+
+class OutputError(WsiSegError, OSError):
+    """An output cannot be written (folder missing or read-only, disk full, ...)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: raised in the main thread so that every ``finally`` runs
+    and temporaries are removed. Not an ``Exception``: ``except Exception`` never swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
