@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,6 +163,21 @@ class _Level:
         self.carry: np.ndarray | None = None  # carry rows not yet reduced
 
 
+def _scratch_dir(parent: Path | None) -> tempfile.TemporaryDirectory[str]:
+    """A hidden scratch folder for lower levels, named with the pid; folders of processes
+    that no longer run (killed mid-write) are swept first."""
+    from wsi_downsample.io.atomic import _LIVE, _pid_alive, _remove
+
+    where = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    for stale in where.glob(".pyramid-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _remove(stale)
+    scratch = tempfile.TemporaryDirectory(prefix=f".pyramid-{os.getpid()}-", dir=str(where))
+    _LIVE.add(Path(scratch.name))
+    return scratch
+
+
 class PyramidCascade:
     """Build levels ``1..n`` of a pyramid from level-0 tiles pushed in row-major order.
 
@@ -223,8 +239,7 @@ class PyramidCascade:
         import zarr
 
         if self._tmp is None:
-            parent = None if self._tmp_parent is None else str(self._tmp_parent)
-            self._tmp = tempfile.TemporaryDirectory(prefix=".pyramid-", dir=parent)
+            self._tmp = _scratch_dir(self._tmp_parent)
         chunks = (self.tile, self.tile, *shape[2:])
         path = Path(self._tmp.name) / f"level{k}.zarr"
         return zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=self.dtype)
@@ -299,7 +314,10 @@ class PyramidCascade:
         for lev in self.levels:
             lev.store = None
         if self._tmp is not None:
+            from wsi_downsample.io.atomic import _remove
+
             self._tmp.cleanup()
+            _remove(Path(self._tmp.name))
             self._tmp = None
 
     def __enter__(self) -> PyramidCascade:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +18,7 @@ from wsi_downsample.io._pyramid import (
     reduce_mode2,
     reduce_nearest2,
 )
+from wsi_downsample.io.atomic import atomic_path
 
 __all__ = ["LabelTiffResult", "TileReader", "write_label_tiff", "atomic_path", "count_levels"]
 
@@ -40,21 +39,6 @@ class LabelTiffResult:
     level_shapes: tuple[tuple[int, int], ...]
     mpp: tuple[float, float]
     bigtiff: bool
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; on success rename it onto ``path``.
-
-    On any exception the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def count_levels(
