@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import real_file
 from PIL import Image
 
 from wsi_downsample.errors import ConfigError
@@ -59,7 +58,7 @@ def test_unknown_choices():
         intrinsic_counts(_blocks(), (5, 5), inverse="bilinear", num_classes=3)
 
 
-def test_real_gleason_tiles_at_48x48():
+def test_real_gleason_tiles_at_48x48(real_file):
     names = ["test10", "test101", "test107"]
     masks = [
         np.asarray(Image.open(real_file(f"gleason-grade-ing2018-examples/mask/{n}.png")))

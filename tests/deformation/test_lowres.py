@@ -11,7 +11,6 @@ import pytest
 import tifffile
 import torch
 import torch.nn.functional as F
-from conftest import real_file
 
 from wsi_downsample._types import Region
 from wsi_downsample.deformation.lowres import area_resize, area_weights, lowres_level, read_lowres
@@ -158,7 +157,7 @@ def test_backends_agree(pyramid):
 
 
 @pytest.mark.real
-def test_real_svs_block_means():
+def test_real_svs_block_means(real_file):
     path = real_file("openslide-cmu1-small-region/CMU-1-Small-Region.svs")
     region = Region(0, 600, 900, 1650, 1700, 1.0)
     with open_slide(path) as slide:

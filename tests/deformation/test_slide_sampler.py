@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import real_file
 
 from wsi_downsample.deformation.grid import saliency_to_grid, uniform_grid
 from wsi_downsample.deformation.sampler import sample_image, sample_labels
@@ -284,7 +283,7 @@ def test_source_level_from_mpp(pyramid, tmp_path):
 
 
 @pytest.mark.real
-def test_real_svs_matches_read_region_and_grid_sample():
+def test_real_svs_matches_read_region_and_grid_sample(real_file):
     path = real_file("openslide-cmu1-small-region/CMU-1-Small-Region.svs")
     box = (300, 500, 1500, 2300)  # x0, y0, x1, y1
     density = torch.ones(1, 1, 6, 4)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, real_file
 
 from pipelines.cli import cli
 
@@ -31,13 +30,13 @@ def _one_line_error(code: int, stdout: str, stderr: str) -> str:
     return lines[0]
 
 
-def test_inspect_cmu_text() -> None:
+def test_inspect_cmu_text(real_file) -> None:
     code, out, err = _run("inspect", str(real_file(CMU)))
     assert code == 0, err
     assert "2220 x 2967" in out and "aperio" in out and "0.499" in out
 
 
-def test_inspect_tcga_json_two_levels_no_mpp() -> None:
+def test_inspect_tcga_json_two_levels_no_mpp(real_file) -> None:
     code, out, err = _run("inspect", str(real_file(TCGA)), "--json")
     assert code == 0, err
     report = json.loads(out)
@@ -54,7 +53,7 @@ def test_inspect_tcga_json_two_levels_no_mpp() -> None:
         (f"{FIXTURES}/SOURCE.md", "SOURCE.md"),
     ],
 )
-def test_inspect_broken_files_one_line(relpath: str, needle: str) -> None:
+def test_inspect_broken_files_one_line(relpath: str, needle: str, real_file) -> None:
     line = _one_line_error(*_run("inspect", str(real_file(relpath))))
     assert needle in line
 
@@ -82,12 +81,12 @@ def test_synth_bad_size() -> None:
     assert code == 2 and "HxW" in err
 
 
-def test_subprocess_error_is_one_line(tmp_path: Path) -> None:
+def test_subprocess_error_is_one_line(tmp_path: Path, repo_root) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "inspect", str(tmp_path / "nope.svs")],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=repo_root,
         check=False,
     )
     assert proc.returncode == 2

@@ -5,13 +5,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
-from conftest import REPO, real_file
 
 from pipelines.cli import cli
 
-GLEASON_CSV = str(REPO / "data_manifests" / "gleason_examples.csv")
-GLEASON_CFG = str(REPO / "configs" / "gleason_examples.yaml")
+
+@pytest.fixture
+def gleason(repo_root: Path) -> tuple[str, str]:
+    """The shipped Gleason manifest and config (their files are real data)."""
+    return (
+        str(repo_root / "data_manifests" / "gleason_examples.csv"),
+        str(repo_root / "configs" / "gleason_examples.yaml"),
+    )
+
+
+@pytest.fixture
+def gleason_real(gleason: tuple[str, str], real_file) -> tuple[str, str]:  # noqa: ANN001
+    """``gleason``, skipping the test when the real Gleason tiles are absent."""
+    real_file("gleason-grade-ing2018-examples/mask/test10.png")
+    return gleason
 
 
 def _intrinsic(*args: str) -> tuple[int, str, str]:
@@ -19,11 +32,11 @@ def _intrinsic(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_gleason_tiles_uniform_48(tmp_path: Path) -> None:
-    real_file("gleason-grade-ing2018-examples/mask/test10.png")
+def test_gleason_tiles_uniform_48(tmp_path: Path, gleason_real) -> None:
+    csv_path, cfg_path = gleason_real
     out = tmp_path / "r" / "report.json"
     code, stdout, err = _intrinsic(
-        "--slides", GLEASON_CSV, "--config", GLEASON_CFG, "--size", "48x48", "-o", str(out)
+        "--slides", csv_path, "--config", cfg_path, "--size", "48x48", "-o", str(out)
     )
     assert code == 0, err
     report = json.loads(out.read_text())
@@ -36,9 +49,9 @@ def test_gleason_tiles_uniform_48(tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["report.json"]  # no temp file left
 
 
-def test_gleason_scatter_is_worse_than_exact_at_24() -> None:
-    real_file("gleason-grade-ing2018-examples/mask/test10.png")
-    base = ["--slides", GLEASON_CSV, "--config", GLEASON_CFG, "--size", "24x24", "--json"]
+def test_gleason_scatter_is_worse_than_exact_at_24(gleason_real) -> None:
+    csv_path, cfg_path = gleason_real
+    base = ["--slides", csv_path, "--config", cfg_path, "--size", "24x24", "--json"]
     exact = json.loads(_intrinsic(*base)[1])["miou"]
     scatter = json.loads(_intrinsic(*base, "--inverse", "scatter")[1])["miou"]
     assert 0.5 < scatter < exact < 1.0
@@ -57,23 +70,24 @@ def test_synthetic_dynamic_budget_regions(tmp_path: Path, synthetic_slide) -> No
     assert 0.0 < report["miou"] < 1.0
 
 
-def test_bad_budget_and_two_budgets_one_line() -> None:
-    code, _, err = _intrinsic("--slides", GLEASON_CSV, "--size", "48by48")
+def test_bad_budget_and_two_budgets_one_line(gleason: tuple[str, str]) -> None:
+    csv_path = gleason[0]
+    code, _, err = _intrinsic("--slides", csv_path, "--size", "48by48")
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
-    code, _, err = _intrinsic("--slides", GLEASON_CSV, "--size", "48x48", "--dynamic", "8x80")
+    code, _, err = _intrinsic("--slides", csv_path, "--size", "48x48", "--dynamic", "8x80")
     assert code == 2 and "one budget" in err
 
 
-def test_unmapped_mask_values_are_an_error() -> None:
-    real_file("gleason-grade-ing2018-examples/mask/test10.png")
+def test_unmapped_mask_values_are_an_error(gleason_real) -> None:
+    csv_path = gleason_real[0]
     # Without the Gleason config there is no label map 'ing2018': every row is reported.
-    code, _, err = _intrinsic("--slides", GLEASON_CSV, "--size", "48x48")
+    code, _, err = _intrinsic("--slides", csv_path, "--size", "48x48")
     assert code == 2 and "11 problem(s)" in err and "ing2018" in err
 
 
-def test_edge_beats_uniform_with_a_full_size_density() -> None:
-    real_file("gleason-grade-ing2018-examples/mask/test10.png")
-    base = ["--slides", GLEASON_CSV, "--config", GLEASON_CFG, "--size", "48x48", "--json"]
+def test_edge_beats_uniform_with_a_full_size_density(gleason_real) -> None:
+    csv_path, cfg_path = gleason_real
+    base = ["--slides", csv_path, "--config", cfg_path, "--size", "48x48", "--json"]
     uniform = json.loads(_intrinsic(*base)[1])["miou"]
     edge = json.loads(
         _intrinsic(*base, "--sampler", "edge", "--blur", "1", "--density-fraction", "1")[1]

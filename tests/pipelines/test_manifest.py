@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, real_file
 
 from pipelines.config import load_config
 from pipelines.manifest import read_manifest
@@ -14,11 +13,11 @@ from wsi_downsample.errors import ManifestError
 GLEASON = "gleason-grade-ing2018-examples"
 
 
-def test_shipped_gleason_manifest_validates() -> None:
+def test_shipped_gleason_manifest_validates(real_file, repo_root) -> None:
     real_file(f"{GLEASON}/img/test10.jpg")
-    config = load_config(REPO / "configs" / "gleason_examples.yaml")
+    config = load_config(repo_root / "configs" / "gleason_examples.yaml")
     rows = read_manifest(
-        REPO / "data_manifests" / "gleason_examples.csv", config, require_masks=True
+        repo_root / "data_manifests" / "gleason_examples.csv", config, require_masks=True
     )
     assert len(rows) == 11
     assert rows[0].slide_id == "test10" and rows[0].mpp == 1.0
@@ -27,7 +26,7 @@ def test_shipped_gleason_manifest_validates() -> None:
     assert {r.slide_path.name for r in rows} == {f"test{i}.jpg" for i in [10, *range(100, 110)]}
 
 
-def test_every_bad_row_reported_at_once(tmp_path: Path) -> None:
+def test_every_bad_row_reported_at_once(tmp_path: Path, real_file) -> None:
     img = real_file(f"{GLEASON}/img/test10.jpg")
     mask = real_file(f"{GLEASON}/mask/test10.png")
     other_mask = real_file("openslide-python-fixtures/boxes.png")
@@ -54,7 +53,7 @@ def test_every_bad_row_reported_at_once(tmp_path: Path) -> None:
     assert "boxes.png" in message
 
 
-def test_relative_paths_and_defaults(tmp_path: Path) -> None:
+def test_relative_paths_and_defaults(tmp_path: Path, real_file) -> None:
     img = real_file(f"{GLEASON}/img/test10.jpg")
     (tmp_path / "sub").mkdir()
     link = tmp_path / "sub" / "tile.jpg"
@@ -78,7 +77,7 @@ def test_header_and_empty_file_errors(tmp_path: Path) -> None:
         read_manifest(tmp_path / "absent.csv", load_config())
 
 
-def test_corrupt_slide_row_is_reported(tmp_path: Path) -> None:
+def test_corrupt_slide_row_is_reported(tmp_path: Path, real_file) -> None:
     bad = real_file("openslide-python-fixtures/unreadable.svs")
     csv = tmp_path / "m.csv"
     csv.write_text(f"slide_path\n{bad}\n")

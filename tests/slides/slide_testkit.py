@@ -1,7 +1,7 @@
 """Helpers of the slide-layer tests: small pyramidal TIFF slides written with tifffile.
 
-(Not a conftest.py: a second ``conftest`` module would shadow ``tests/conftest.py`` for
-``from conftest import real_file``.)
+(A plain module imported by the tests next to it, not a conftest: fixtures live in
+``tests/conftest.py``.)
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from conftest import real_file
 from slide_testkit import write_pyramid_tiff
 
 from wsi_downsample._types import Mpp
@@ -38,7 +37,7 @@ OME = "openslide-os-ometiff-crops/"
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def test_cmu1_metadata_both_backends() -> None:
+def test_cmu1_metadata_both_backends(real_file) -> None:
     path = real_file(CMU1)
     for backend in ("auto", "openslide"):
         with open_slide(path, backend=backend) as slide:
@@ -56,7 +55,7 @@ def test_cmu1_metadata_both_backends() -> None:
             assert images["thumbnail"].shape == (768, 574, 3)
 
 
-def test_cmu1_pixels_equal_across_backends() -> None:
+def test_cmu1_pixels_equal_across_backends(real_file) -> None:
     path = real_file(CMU1)
     with open_slide(path, backend="tiffslide") as ts, open_slide(path, backend="openslide") as os_:
         a = ts.read_region((700, 1500), 0, (400, 300))
@@ -68,7 +67,7 @@ def test_cmu1_pixels_equal_across_backends() -> None:
         assert 100 < a.mean() < 250  # real tissue, not padding
 
 
-def test_tcga_levels_missing_mpp_and_override() -> None:
+def test_tcga_levels_missing_mpp_and_override(real_file) -> None:
     path = real_file(TCGA)
     with open_slide(path) as slide:
         assert slide.backend == "tiffslide"
@@ -83,7 +82,7 @@ def test_tcga_levels_missing_mpp_and_override() -> None:
         assert slide.mpp == Mpp(0.25, 0.26)
 
 
-def test_tcga_jpeg2000_equal_across_backends() -> None:
+def test_tcga_jpeg2000_equal_across_backends(real_file) -> None:
     path = real_file(TCGA)
     with open_slide(path, backend="tiffslide") as ts, open_slide(path, backend="openslide") as os_:
         assert np.array_equal(
@@ -99,7 +98,7 @@ def test_tcga_jpeg2000_equal_across_backends() -> None:
         assert 0 < np.abs(a - b).mean() < 2.0
 
 
-def test_native_tiles_are_exact_and_cheap() -> None:
+def test_native_tiles_are_exact_and_cheap(real_file) -> None:
     path = real_file(CMU1)
     with open_slide(path) as slide, tifffile.TiffFile(path) as tf:
         assert slide.tile_grid_hw(0) == (13, 10)  # 2967 / 240, 2220 / 240
@@ -118,7 +117,7 @@ def test_native_tiles_are_exact_and_cheap() -> None:
         assert slide.tile_nbytes(0, 1, 2) == int(page.databytecounts[12])
 
 
-def test_windows_assembled_from_tiles_equal_zarr_slices() -> None:
+def test_windows_assembled_from_tiles_equal_zarr_slices(real_file) -> None:
     rng = np.random.default_rng(0)
     cases = [(CMU1, 0), (TCGA, 1), (OME + "OS-1-detail.ome.tif", 0), (FIX + "boxes.tiff", 2)]
     for rel, level in cases:
@@ -134,7 +133,7 @@ def test_windows_assembled_from_tiles_equal_zarr_slices() -> None:
                 assert np.array_equal(view[y0:y1, x0:x1], zarr_level[y0:y1, x0:x1]), (rel, y0, x0)
 
 
-def test_ome_tiff_crops_auto_picks_tiffslide() -> None:
+def test_ome_tiff_crops_auto_picks_tiffslide(real_file) -> None:
     for name, mpp, size in [
         ("OS-1-detail.ome.tif", 0.2271, 1101),
         ("OS-2-vsi.ome.tif", 0.3461, 1445),
@@ -152,7 +151,7 @@ def test_ome_tiff_crops_auto_picks_tiffslide() -> None:
             open_slide(path, backend="openslide")
 
 
-def test_boxes_pyramid_equal_across_backends_exactly() -> None:
+def test_boxes_pyramid_equal_across_backends_exactly(real_file) -> None:
     path = real_file(FIX + "boxes.tiff")
     with open_slide(path) as ts, open_slide(path, backend="openslide") as os_:
         assert ts.level_dimensions == ((300, 250), (150, 125), (75, 62), (37, 31))
@@ -168,7 +167,7 @@ def test_boxes_pyramid_equal_across_backends_exactly() -> None:
         )
 
 
-def test_plain_png_equals_tiff_level0() -> None:
+def test_plain_png_equals_tiff_level0(real_file) -> None:
     png, tiff = real_file(FIX + "boxes.png"), real_file(FIX + "boxes.tiff")
     assert choose_backend(png) == "image"
     with open_slide(png, mpp=0.5) as image, open_slide(tiff) as slide:
@@ -179,7 +178,7 @@ def test_plain_png_equals_tiff_level0() -> None:
         assert image.tile_nbytes(0, 0, 0) == 0
 
 
-def test_small_svs_and_region_padding() -> None:
+def test_small_svs_and_region_padding(real_file) -> None:
     path = real_file(FIX + "small.svs")
     with open_slide(path) as slide:
         assert slide.dimensions == (16, 16) and slide.mpp == Mpp(0.499, 0.499)
@@ -230,7 +229,7 @@ def test_auto_rule_plain_vs_tiled_tiff(tmp_path) -> None:
         assert (slide.read_region((0, 0), 0, (50, 40)) == 77).all()
 
 
-def test_describe_slide_is_json(tmp_path) -> None:
+def test_describe_slide_is_json(tmp_path, real_file) -> None:
     with open_slide(real_file(TCGA), mpp=0.5) as slide:
         info = json.loads(json.dumps(describe_slide(slide)))
     assert info["backend"] == "tiffslide" and info["vendor"] == "aperio"
@@ -242,7 +241,7 @@ def test_describe_slide_is_json(tmp_path) -> None:
     assert info["file_bytes"] == 3901814
 
 
-def test_missing_directory_and_non_image(tmp_path) -> None:
+def test_missing_directory_and_non_image(tmp_path, real_file) -> None:
     with pytest.raises(SlideNotFoundError, match="no such file") as err:
         open_slide(tmp_path / "nope.svs")
     assert isinstance(err.value, FileNotFoundError)
@@ -258,7 +257,7 @@ def test_missing_directory_and_non_image(tmp_path) -> None:
         open_slide(real_file(FIX + "small.svs"), backend="bioformats")
 
 
-def test_unsupported_compression_both_backends() -> None:
+def test_unsupported_compression_both_backends(real_file) -> None:
     path = real_file(FIX + "unopenable.tiff")
     for backend in ("auto", "tiffslide", "openslide"):
         with pytest.raises(UnsupportedCompressionError, match="52479") as err:
@@ -267,7 +266,7 @@ def test_unsupported_compression_both_backends() -> None:
         assert "unopenable.tiff" in str(err.value)
 
 
-def test_unreadable_svs_corrupt_on_decode() -> None:
+def test_unreadable_svs_corrupt_on_decode(real_file) -> None:
     path = real_file(FIX + "unreadable.svs")
     for backend in ("auto", "openslide"):
         with open_slide(path, backend=backend) as slide:
@@ -297,7 +296,7 @@ def test_truncated_tiff_is_corrupt(tmp_path) -> None:
             slide.read_tile(0, 0, 0)
 
 
-def test_pickle_reopens_by_path(tmp_path) -> None:
+def test_pickle_reopens_by_path(tmp_path, real_file) -> None:
     import pickle
 
     from wsi_downsample.slides import open_mask
@@ -317,7 +316,7 @@ def test_pickle_reopens_by_path(tmp_path) -> None:
     assert np.array_equal(clone.read_region((0, 0), 0, (64, 64)), lab)
 
 
-def test_non_ascii_path_both_backends(tmp_path) -> None:
+def test_non_ascii_path_both_backends(tmp_path, real_file) -> None:
     import shutil
 
     path = tmp_path / "😐 slide.svs"
@@ -328,7 +327,7 @@ def test_non_ascii_path_both_backends(tmp_path) -> None:
         )
 
 
-def test_auto_falls_back_to_openslide_when_tiffslide_refuses(monkeypatch) -> None:
+def test_auto_falls_back_to_openslide_when_tiffslide_refuses(monkeypatch, real_file) -> None:
     from wsi_downsample.slides import tiffslide as ts_module
 
     def refuse(self, path, *, mpp=None):
@@ -341,7 +340,7 @@ def test_auto_falls_back_to_openslide_when_tiffslide_refuses(monkeypatch) -> Non
         open_slide(real_file(CMU1), backend="tiffslide")
 
 
-def test_tiles_decode_identically_from_threads() -> None:
+def test_tiles_decode_identically_from_threads(real_file) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with open_slide(real_file(CMU1)) as slide:
