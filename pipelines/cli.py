@@ -1,51 +1,196 @@
 """The `wsi-seg` command line: a thin click shell over the pipeline functions.
 
-Every command: options -> config -> one pipeline call. Errors on bad input print one line
-(``error: ...``) and exit with status 2; nothing partial is left behind.
+Every command: options -> config -> one pipeline call. The group is the one guard every
+command runs under (:class:`_Group`):
+
+- bad input (any :class:`WsiSegError`, or a click usage error) prints one line
+  ``error: ...`` naming the file or the option, and exits with status 2;
+- any other exception prints one line naming the command and its input and exits with 1
+  (``wsi-seg --debug CMD ...`` shows the traceback);
+- SIGINT exits with 130 and SIGTERM with 143, after the temporaries of unfinished outputs
+  are removed (outputs appear only whole, see ``wsi_downsample.io.atomic``).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from wsi_downsample.errors import WsiSegError
+from wsi_downsample.errors import Interrupted, WsiSegError
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "FLAGS", "EXIT_BAD_INPUT", "EXIT_UNEXPECTED"]
 
 BACKENDS = click.Choice(["auto", "tiffslide", "openslide", "image"])
+EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+#: library parameter -> the flag that sets it, for errors' hints (see WsiSegError.hint)
+FLAGS = {
+    "backend": "--backend",
+    "mpp": "--slide-mpp",
+    "slide_mpp": "--slide-mpp",
+    "overwrite": "--overwrite",
+    "config": "--config",
+    "source_mpp": "--source-mpp",
+    "skip_errors": "--skip-errors",
+    "output_downsample": "--output-downsample",
+}
+#: parameters that name a command's input, in order of preference (for unexpected errors)
+_INPUTS = ("slide", "manifest", "slides", "model", "out_dir", "output")
+_STATE: dict[str, Any] = {"debug": False, "command": "wsi-seg", "input": None}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """A click usage error as one line that names the option and never guesses another."""
+    cmd = exc.ctx.command_path if exc.ctx is not None else "wsi-seg"
+    if isinstance(exc, click.NoSuchOption):
+        what = f"no such option {exc.option_name} for '{cmd}'"
+    elif isinstance(exc, click.BadParameter):
+        param = exc.param
+        opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        name = opts[0] if opts else (exc.param_hint or getattr(param, "name", "") or "argument")
+        if isinstance(name, list | tuple):
+            name = name[0]
+        if isinstance(exc, click.MissingParameter):
+            what = f"missing option {name}" if opts else f"missing argument {str(name).upper()}"
+        else:
+            what = f"{name}: {_one_line(exc.message)}"
+    else:
+        what = _one_line(exc.format_message()).rstrip(".")
+    return f"error: {what}; see '{cmd} --help'"
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """SIGINT/SIGTERM -> Interrupted in the main thread, so ``finally`` blocks clean up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _raise_interrupt) for s in EXIT_SIGNAL}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _fail(line: str, code: int) -> None:
+    from wsi_downsample.io.atomic import remove_temporaries
+
+    remove_temporaries()
+    if _STATE["debug"]:
+        traceback.print_exc()
+    click.echo(line, err=True)
+    sys.exit(code)
+
+
+class _Command(click.Command):
+    """Records the command's path and input for the guard's messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _STATE["command"] = ctx.command_path
+        given = [ctx.params.get(k) for k in _INPUTS if ctx.params.get(k) is not None]
+        _STATE["input"] = given[0] if given else None
+        return super().invoke(ctx)
 
 
 class _Group(click.Group):
-    """Turn every WsiSegError into one line on stderr and a non-zero exit."""
+    """The one guard every command runs under (see the module docstring)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    command_class = _Command
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
         try:
-            return super().invoke(ctx)
+            with _signals():
+                result = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _fail(_usage_line(exc), EXIT_BAD_INPUT)
+        except click.ClickException as exc:
+            _fail(f"error: {_one_line(exc.format_message())}", EXIT_BAD_INPUT)
         except WsiSegError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_BAD_INPUT)
+            _fail(f"error: {_one_line(exc.cli_message(FLAGS))}", EXIT_BAD_INPUT)
+        except (click.Abort, KeyboardInterrupt) as exc:
+            cause = exc if isinstance(exc, Interrupted) else exc.__context__
+            signum = cause.signum if isinstance(cause, Interrupted) else signal.SIGINT
+            name = signal.Signals(signum).name
+            _fail(
+                f"error: interrupted by {name}; unfinished outputs were removed",
+                EXIT_SIGNAL[signal.Signals(signum)],
+            )
+        except Exception as exc:  # noqa: BLE001 - the guard: one line, never a traceback
+            where = f" on {_STATE['input']}" if _STATE["input"] is not None else ""
+            _fail(
+                f"error: {_STATE['command']} failed{where}: {type(exc).__name__}: "
+                f"{_one_line(exc)}; run with --debug for the traceback",
+                EXIT_UNEXPECTED,
+            )
+        if isinstance(result, int) and result:
+            sys.exit(result)
+        return result
 
 
-def _size_hw(text: str) -> tuple[int, int]:
-    """Parse ``HxW`` (rows x columns) into ints, or raise click.BadParameter."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        msg = f"{text!r} is not HxW (rows x columns), e.g. 15360x20480"
-        raise click.BadParameter(msg) from None
-    if h <= 0 or w <= 0:
-        raise click.BadParameter(f"{text!r}: both sides must be positive")
-    return h, w
+class SizeHW(click.ParamType):
+    """``HxW`` (rows x columns) as a pair of positive ints, with an optional upper bound."""
+
+    name = "HxW"
+
+    def __init__(self, minimum: int = 1, maximum: int | None = None) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            h, w = (int(v) for v in str(value).lower().split("x"))
+        except ValueError:
+            self.fail(f"{value!r} is not HxW (rows x columns), e.g. 15360x20480", param, ctx)
+        if min(h, w) < self.minimum:
+            self.fail(f"{value!r}: both sides must be at least {self.minimum}", param, ctx)
+        if self.maximum is not None and max(h, w) > self.maximum:
+            self.fail(f"{value!r}: sides must be at most {self.maximum}", param, ctx)
+        return h, w
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    _STATE["debug"] = bool(value)
+    return value
+
+
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace existing outputs (refused otherwise)."
+)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="wsi-seg")
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="Show the traceback of errors.",
+)
 def cli() -> None:
     """wsi-seg: whole-slide segmentation with learned non-uniform downsampling."""
 
@@ -73,18 +218,35 @@ def inspect(slide: Path, backend: str, slide_mpp: float | None, as_json: bool) -
 @click.option(
     "--size",
     "size_hw",
+    type=SizeHW(minimum=64),
     default="15360x20480",
     show_default=True,
     help="Level-0 size HxW (rows x columns).",
 )
-@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def synth(out_dir: Path, size_hw: str, count: int, seed: int) -> None:
+@click.option("--count", type=click.IntRange(min=1, max=1000), default=1, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--preset",
+    type=click.Choice(["default", "budget"]),
+    default="default",
+    show_default=True,
+    help="default: small glands everywhere; budget: regional lesions (see README).",
+)
+@overwrite_option
+def synth(
+    out_dir: Path, size_hw: tuple[int, int], count: int, seed: int, preset: str, overwrite: bool
+) -> None:
     """Write COUNT synthetic H&E-like slides, their Gleason masks and a manifest to OUT_DIR."""
     from pipelines.synth import run_synth
 
     manifest = run_synth(
-        out_dir, _size_hw(size_hw), count=count, seed=seed, progress=sys.stderr.isatty()
+        out_dir,
+        size_hw,
+        count=count,
+        seed=seed,
+        preset=preset,
+        overwrite=overwrite,
+        progress=sys.stderr.isatty(),
     )
     click.echo(str(manifest))
 
@@ -97,7 +259,9 @@ def synth(out_dir: Path, size_hw: str, count: int, seed: int) -> None:
     type=click.Path(path_type=Path),
     help="Manifest CSV; every row needs a mask_path.",
 )
-@click.option("--size", "size_hw", default=None, help="Fixed budget HxW (rows x columns).")
+@click.option(
+    "--size", "size_hw", type=SizeHW(), default=None, help="Fixed budget HxW (rows x columns)."
+)
 @click.option("--dynamic", default=None, help="Dynamic budget SHORTxLONG (paper: 80x800).")
 @click.option(
     "--downsample",
@@ -151,6 +315,7 @@ def synth(out_dir: Path, size_hw: str, count: int, seed: int) -> None:
     help="Write the JSON report here (atomically).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
+@overwrite_option
 def intrinsic(as_json: bool, **options: Any) -> None:
     """IoU(Y',Y) of a sampler at a budget over a manifest's masks (the paper's Sec. 2.2)."""
     from pipelines.intrinsic import format_intrinsic, intrinsic_from_options

@@ -95,12 +95,13 @@ def _row_counts(
         open_slide(row.slide_path, mpp=mpp) as slide,
         open_mask(row.mask_path, slide=slide) as mask,
     ):
-        regions = find_tissue_regions(slide)
+        regions = find_tissue_regions(slide, min_area_um2=config.data.min_region_area_um2)
         level = _source_level(mask, settings.source_mpp)
         ds = mask.level_downsamples[level]
         for region in regions:
             labels = _region_labels(mask, region, level, ds, lut, row, config)
             shape = budget_shape(budget, labels.shape)
+            _check_budget(shape, labels.shape, budget, row, region.index)
             counts += intrinsic_counts(
                 labels,
                 shape,
@@ -117,6 +118,20 @@ def _row_counts(
             sampled += shape[0] * shape[1]
             pixels += labels.size
     return counts, sampled, pixels, len(regions)
+
+
+def _check_budget(
+    shape: tuple[int, int], region_hw: tuple[int, ...], budget: Any, row: ManifestRow, index: int
+) -> None:
+    """A budget must downsample: refuse one with more samples than the region has pixels."""
+    from wsi_downsample.errors import BudgetError
+
+    if shape[0] * shape[1] > region_hw[0] * region_hw[1]:
+        raise BudgetError(
+            f"{row.slide_path}: budget {budget} asks for {shape[0]}x{shape[1]} samples but "
+            f"region #{index} has only {region_hw[0]}x{region_hw[1]} px at the source mpp; "
+            "choose a smaller budget (or a finer source mpp)"
+        )
 
 
 def _source_level(mask: Any, source_mpp: float) -> int:
@@ -155,7 +170,7 @@ def intrinsic_from_options(
     manifest: Path,
     config_path: Path | None,
     *,
-    size_hw: str | None,
+    size_hw: str | tuple[int, int] | None,
     dynamic: str | None,
     downsample: float | None,
     sampler: str | None,
@@ -165,11 +180,14 @@ def intrinsic_from_options(
     source_mpp: float | None,
     slide_mpp: float | None,
     output: Path | None,
+    overwrite: bool = False,
 ) -> dict:
     """Resolve CLI options over the config (flags win), run the study, write the report."""
     from pipelines.config import load_config
-    from pipelines.run_record import write_json_atomic
+    from wsi_downsample.io.atomic import check_outputs, write_json_atomic
 
+    if output is not None:
+        check_outputs([output], overwrite)
     config = load_config(config_path)
     given = [b for b in (size_hw, dynamic, downsample) if b is not None]
     if len(given) > 1:
@@ -192,11 +210,15 @@ def intrinsic_from_options(
         )
     report = run_intrinsic(manifest, config, settings)
     if output is not None:
-        write_json_atomic(output, report)
+        write_json_atomic(output, report, overwrite=overwrite)
     return report
 
 
-def _budget_text(size_hw: str | None, dynamic: str | None, downsample: float | None) -> str:
+def _budget_text(
+    size_hw: str | tuple[int, int] | None, dynamic: str | None, downsample: float | None
+) -> str:
+    if isinstance(size_hw, tuple):
+        return f"fixed:{size_hw[0]}x{size_hw[1]}"
     if size_hw is not None:
         return f"fixed:{size_hw}"
     if dynamic is not None:
@@ -212,11 +234,11 @@ def _config_budget(config: Config) -> str:
 def format_intrinsic(report: dict) -> str:
     """Short human-readable summary of an intrinsic report."""
     st = report["settings"]
+    miou = "n/a (no tissue region found)" if report["miou"] is None else f"{report['miou']:.4f}"
     lines = [
         f"IoU(Y',Y) — sampler {st['sampler']}, budget {st['budget']}, inverse {st['inverse']}, "
         f"source mpp {st['source_mpp']:g}",
-        f"  mIoU {report['miou']:.4f} over present classes; "
-        f"sampled fraction {report['sampled_fraction']:.5f}",
+        f"  mIoU {miou} over present classes; sampled fraction {report['sampled_fraction']:.5f}",
     ]
     for name, iou in report["iou"].items():
         lines.append(f"  {name:>12}: {'absent' if iou is None else f'{iou:.4f}'}")
