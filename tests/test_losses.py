@@ -98,3 +98,33 @@ def test_joint_loss_adds_the_weighted_edge_term():
 def test_unknown_loss():
     with pytest.raises(ConfigError, match="available: ce, focal"):
         SegmentationLoss("dice")
+
+
+def _edge_grad(spread: float, span_floor: float = 0.5) -> torch.Tensor:
+    """Gradient of the edge loss w.r.t. the deformation net's logits at a given spread."""
+    torch.manual_seed(0)
+    logits = (spread * torch.randn(1, 1, 8, 8, dtype=torch.float64)).requires_grad_()
+    density = torch.softmax(logits.reshape(1, -1), 1).reshape(1, 1, 8, 8)
+    target = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    target[..., 3:5] = 1.0  # a vertical boundary band
+    m = minmax_scale(density, span_floor=span_floor)
+    F.mse_loss(m, minmax_scale(target, span_floor=span_floor)).backward()
+    return logits.grad
+
+
+def test_edge_gradient_is_nonzero_finite_and_bounded_from_the_uniform_start():
+    for spread in (0.0, 1e-9, 1e-6, 1e-3, 1e-1, 1.0):
+        g = _edge_grad(spread)
+        assert torch.isfinite(g).all()
+        assert 1e-2 < g.norm().item() < 2.0, spread  # non-zero and bounded at every spread
+    # pure min-max scaling (the paper's): zero at the uniform start, huge at tiny spreads
+    assert _edge_grad(0.0, span_floor=0.0).abs().max().item() == 0.0
+    assert _edge_grad(1e-6, span_floor=0.0).norm().item() > 1e4
+
+
+def test_floored_scale_equals_min_max_once_the_span_is_large():
+    maps = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    assert torch.equal(minmax_scale(maps), minmax_scale(maps, span_floor=0.0))
+    tiny = torch.tensor([[[[1.0, 1.0], [1.0, 1.0 + 1e-6]]]], dtype=torch.float64)
+    # span 1e-6 < 0.5 * mean: scaled by 0.5 * mean, not blown up to [0, 1]
+    assert minmax_scale(tiny).max().item() == pytest.approx(1e-6 / (0.5 * (1 + 0.25e-6)))

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from wsi_downsample.deformation.budget import density_shape
+from wsi_downsample.deformation.densities import density_edge, density_uniform
 from wsi_downsample.deformation.grid import saliency_to_grid
 from wsi_downsample.deformation.inverse import invert_labels, scatter_nearest_inverse
 from wsi_downsample.deformation.sampler import sample_labels
-from wsi_downsample.deformation.samplers import density_edge, density_uniform
 from wsi_downsample.errors import ConfigError
 from wsi_downsample.metrics import confusion_counts
 

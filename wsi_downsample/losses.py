@@ -26,20 +26,29 @@ SEG_LOSSES = ("ce", "focal")
 SCHEDULES = ("constant", "poly")
 
 
-def minmax_scale(maps: Tensor) -> Tensor:
-    """Per-image min-max scaling to [0, 1]; a constant map scales to 0 (no NaN, also in grad).
+def minmax_scale(maps: Tensor, *, span_floor: float = 0.5) -> Tensor:
+    """Per-image min-max scaling with a floored span: ``(d - min d) / max(span, f * mean d)``.
+
+    Deviation from the paper (documented in METHOD.md point 5): pure min-max scaling
+    (``span_floor=0``) has an exactly zero gradient at a constant map — the deformation
+    net's uniform start — and a gradient of order ``1 / span`` at tiny spreads (about 4e4
+    times the usual for a spread of 1e-6). Flooring the span at ``span_floor`` times the
+    mean keeps the gradient finite and bounded at every spread and equals the paper's
+    scaling once ``max - min >= span_floor * mean``. An all-zero map scales to 0 (no NaN,
+    also in the gradient).
 
     Shape: ``(N, ...)`` -> same.
     """
     flat = maps.reshape(maps.shape[0], -1)
     lo = flat.amin(1, keepdim=True)
     span = flat.amax(1, keepdim=True) - lo
-    scaled = (flat - lo) / span.clamp_min(torch.finfo(maps.dtype).tiny) * (span > 0)
+    scale = torch.maximum(span, span_floor * flat.mean(1, keepdim=True).abs())
+    scaled = (flat - lo) / scale.clamp_min(torch.finfo(maps.dtype).tiny) * (scale > 0)
     return scaled.reshape(maps.shape)
 
 
 def edge_loss(density: Tensor, target: Tensor) -> Tensor:
-    """Edge regulariser ``L_e = MSE(m(d), m(d_t))``, ``m`` = per-image min-max scaling.
+    """Edge regulariser ``L_e = MSE(m(d), m(d_t))``, ``m`` = ``minmax_scale`` (floored span).
 
     Shape: density, target ``(N, 1, h_d, w_d)`` -> scalar.
     """

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wsi_downsample.deformation.grid import (
+    clamp_to_region,
     density_to_displacement,
     resize_displacement,
     saliency_to_grid,
@@ -106,3 +107,24 @@ def test_grid_is_differentiable_wrt_density():
 def test_unknown_padding_lists_the_choices():
     with pytest.raises(ConfigError, match="available: replicate, reflect"):
         saliency_to_grid(_uniform(4, 4), (0, 0, 8, 8), (4, 4), padding="zeros")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_clamp_is_half_open_no_point_on_x1_or_y1(dtype):
+    box = (100, 200, 612, 456)
+    pts = torch.tensor([[50.0, 900.0], [612.0, 456.0], [611.5, 300.0], [700.0, 199.0]], dtype=dtype)
+    out = clamp_to_region(pts, box)
+    # the last pixel inside is column 611 / row 455: floor never reaches 612 or 456
+    assert out[:, 0].floor().max().item() == 611 and out[:, 1].floor().max().item() == 455
+    assert out[0].tolist() == [
+        100.0,
+        torch.nextafter(torch.tensor(456.0, dtype=dtype), torch.tensor(0.0, dtype=dtype)).item(),
+    ]
+    assert out[2, 0].item() == 611.5 and out[3, 1].item() == 200.0
+
+
+def test_strong_edge_density_keeps_samples_inside_the_box():
+    d = torch.full((1, 1, 8, 8), 1e-6)
+    d[..., :, -1] = 1.0  # all mass on the right border column
+    grid = saliency_to_grid(d / d.sum(), (0, 0, 64, 64), (16, 16), sigma=2.0, radius=4)
+    assert grid[..., 0].max().item() < 64 and grid[..., 0].floor().max().item() == 63

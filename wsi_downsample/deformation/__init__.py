@@ -1,6 +1,16 @@
 """Learned non-uniform downsampling: density -> grid (eq. 3) -> sampler -> exact inverse."""
 
 from wsi_downsample.deformation.budget import Budget, budget_shape, density_shape, parse_budget
+from wsi_downsample.deformation.densities import (
+    DENSITIES,
+    EdgeDensity,
+    LearnedDensity,
+    UniformDensity,
+    density_edge,
+    density_from_boundaries,
+    density_uniform,
+    get_density,
+)
 from wsi_downsample.deformation.grid import saliency_to_grid, uniform_grid
 from wsi_downsample.deformation.inverse import (
     InverseTile,
@@ -13,12 +23,6 @@ from wsi_downsample.deformation.inverse import (
 from wsi_downsample.deformation.lowres import area_resize, lowres_level, read_lowres
 from wsi_downsample.deformation.net import DeformationNet
 from wsi_downsample.deformation.sampler import sample_image, sample_labels
-from wsi_downsample.deformation.samplers import (
-    SAMPLERS,
-    density_edge,
-    density_uniform,
-    get_sampler,
-)
 from wsi_downsample.deformation.scatter import iter_scatter_tiles, scatter_nearest_inverse
 from wsi_downsample.deformation.slide_sampler import (
     SampleResult,
@@ -54,10 +58,14 @@ __all__ = [
     "DeformationNet",
     "sample_image",
     "sample_labels",
-    "SAMPLERS",
+    "DENSITIES",
+    "UniformDensity",
+    "EdgeDensity",
+    "LearnedDensity",
     "density_edge",
+    "density_from_boundaries",
     "density_uniform",
-    "get_sampler",
+    "get_density",
     "boundary_target",
     "read_lowres",
     "lowres_level",

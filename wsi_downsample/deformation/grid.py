@@ -36,6 +36,7 @@ __all__ = [
     "density_to_displacement",
     "resize_displacement",
     "saliency_to_grid",
+    "clamp_to_region",
 ]
 
 PADDINGS = ("replicate", "reflect")
@@ -155,8 +156,9 @@ def saliency_to_grid(
     """Sampling grid from a density (eq. 3), resized to the task shape, clamped to the region.
 
     Node displacements (eq. 3) are resized from the ``h_d x w_d`` lattice to ``h x w``
-    (bilinear between node centres, linear extrapolation beyond them) and added to the uniform
-    grid; since node positions are linear in the index this equals resizing the node lattice
+    (bilinear between node centres, linear extrapolation beyond them), added to the uniform
+    grid and clamped to the half-open region box (``clamp_to_region``); since node positions
+    are linear in the index this equals resizing the node lattice
     itself. A uniform density returns exactly ``uniform_grid(region_box, out_shape_hw)``.
     Differentiable with respect to ``density``.
 
@@ -168,7 +170,20 @@ def saliency_to_grid(
     disp = resize_displacement(disp, out_shape_hw).permute(0, 2, 3, 1)
     cell = torch.tensor([(x1 - x0) / w_d, (y1 - y0) / h_d], dtype=disp.dtype, device=disp.device)
     base = uniform_grid(region_box, out_shape_hw, dtype=disp.dtype, device=disp.device)
-    grid = base + disp * cell
+    return clamp_to_region(base + disp * cell, region_box)
+
+
+def clamp_to_region(grid: Tensor, region_box: Box) -> Tensor:
+    """Clamp points to the half-open box ``[x0, x1) x [y0, y1)``.
+
+    The upper bound is the largest value of the grid's dtype below ``x1`` (``nextafter``), so
+    a point never lands on ``x1`` or ``y1``: under the ``[j, j + 1)`` pixel convention that
+    pixel lies outside the region. Gradients pass where a point is not clamped.
+
+    Shape: ``(..., 2)`` -> ``(..., 2)``.
+    """
+    x0, y0, x1, y1 = (float(v) for v in region_box)
     lo = torch.tensor([x0, y0], dtype=grid.dtype, device=grid.device)
     hi = torch.tensor([x1, y1], dtype=grid.dtype, device=grid.device)
+    hi = torch.nextafter(hi, torch.full_like(hi, -torch.inf))
     return torch.maximum(torch.minimum(grid, hi), lo)
