@@ -7,6 +7,7 @@ and pass plain keyword arguments down.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,20 @@ __all__ = [
 IGNORE = 255  # label value meaning "not evaluated, not trained on"
 
 
+def rule(
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A dataclass field whose value ``load_config`` checks: a range (each element of a
+    tuple) or a set of choices. Errors name the key and the accepted values."""
+    meta = {"low": low, "high": high, "low_open": low_open, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class ClassSpec:
     """One output class: its name, its value in masks, its display colour (RGB)."""
@@ -59,54 +74,54 @@ DEFAULT_CLASSES: tuple[ClassSpec, ...] = (
 class DataConfig:
     """Where regions come from: the source resolution and tissue detection."""
 
-    source_mpp: float = 0.5
-    min_region_area_um2: float = 50_000.0
+    source_mpp: float = rule(0.5, low=0.05, high=20.0)
+    min_region_area_um2: float = rule(50_000.0, low=0.0)
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     """The sampler and its budget. Exactly one of size / dynamic / downsample is used."""
 
-    name: str = "uniform"
+    name: str = rule("uniform", choices=("uniform", "edge", "learned"))
     size: str | None = None
     dynamic: str | None = "80x800"
-    downsample: float | None = None
-    density_fraction: float = 0.25
-    sigma: float = 4.25
-    radius: int = 10
-    padding: str = "replicate"
-    edge_blur: float = 4.0
-    edge_floor: float = 0.25
-    level_choice: str = "fixed"
+    downsample: float | None = rule(None, low=1.0, high=10_000.0)
+    density_fraction: float = rule(0.25, low=0.0, high=1.0, low_open=True)
+    sigma: float = rule(4.25, low=0.0, high=100.0, low_open=True)
+    radius: int = rule(10, low=1, high=200)
+    padding: str = rule("replicate", choices=("replicate", "reflect"))
+    edge_blur: float = rule(4.0, low=0.0, high=100.0)
+    edge_floor: float = rule(0.25, low=0.0, high=100.0)
+    level_choice: str = rule("fixed", choices=("fixed", "adaptive"))
 
 
 @dataclass(frozen=True)
 class DeformationConfig:
     """Widths of the deformation network (paper text: 24, 24, 3; authors' code: 192, 192, 24)."""
 
-    widths: tuple[int, ...] = (24, 24, 3)
-    activation: str = "relu"
+    widths: tuple[int, ...] = rule((24, 24, 3), low=1, high=4096)
+    activation: str = rule("relu", choices=("relu", "relu6"))
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """Segmentation loss in warped space plus the edge regulariser weighted by gamma."""
 
-    segmentation: str = "ce"
-    gamma: float = 100.0
-    gamma_schedule: str = "constant"
-    gamma_power: float = 0.9
-    edge_sigma: float = 1.0
+    segmentation: str = rule("ce", choices=("ce", "focal"))
+    gamma: float = rule(100.0, low=0.0, high=1e6)
+    gamma_schedule: str = rule("constant", choices=("constant", "poly"))
+    gamma_power: float = rule(0.9, low=0.0, high=10.0)
+    edge_sigma: float = rule(1.0, low=0.0, high=100.0)
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
     """The synthetic slide set a config was made for (``wsi-seg synth``, the demo)."""
 
-    preset: str = "default"
+    preset: str = rule("default", choices=("default", "budget"))
     size: str = "15360x20480"
-    count: int = 4
-    seed: int = 0
+    count: int = rule(4, low=1, high=1000)
+    seed: int = rule(0, low=0)
 
 
 @dataclass(frozen=True)
@@ -200,24 +215,49 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             continue
         section, _, key = dotted.partition(".")
         data.setdefault(section, {})[key] = value
-    config = _build(Config, data, where=str(path or "config"))
+    config = _build(Config, data, where=f"{path or 'config'}: ")
     _validate(config, where=str(path or "config"))
     return config
+
+
+def _key(where: str, name: object) -> str:
+    """``file: section.key`` paths for error messages."""
+    return f"{where}{name}" if where.endswith(": ") else f"{where}.{name}"
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
     """Recursively build a frozen dataclass from a mapping, rejecting unknown keys."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {data!r}")
+        raise ConfigError(
+            f"{where.rstrip(': ')}: expected a mapping for {cls.__name__}, got {data!r}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {unknown} in {cls.__name__}; valid keys: {sorted(fields)}"
+            f"{where.rstrip(': ')}: unknown key(s) {unknown} in {cls.__name__}; "
+            f"valid keys: {sorted(fields)}"
         )
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    kwargs = {name: _convert(hints[name], value, _key(where, name)) for name, value in data.items()}
+    for name, value in kwargs.items():
+        _check_rule(fields[name].metadata, value, _key(where, name))
     return cls(**kwargs)
+
+
+def _check_rule(meta: Any, value: Any, where: str) -> None:
+    """Apply a field's ``rule`` (range or choices) to a converted value."""
+    if not meta or value is None:
+        return
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"{where}: {value!r} is not one of {list(meta['choices'])}")
+    low, high = meta["low"], meta["high"]
+    for v in value if isinstance(value, tuple) else (value,):
+        too_low = low is not None and (v <= low if meta["low_open"] else v < low)
+        if too_low or (high is not None and v > high):
+            lo = "" if low is None else f"{'>' if meta['low_open'] else '>='} {low:g}"
+            hi = "" if high is None else f"<= {high:g}"
+            raise ConfigError(f"{where}: {v!r} is out of range; use a value {lo} {hi}".rstrip())
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -241,12 +281,18 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return {
-            _convert(args[0], k, where): _convert(args[1], v, f"{where}.{k}")
+            _convert(args[0], k, where): _convert(args[1], v, _key(where, k))
             for k, v in value.items()
         }
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
-    if hint in (int, str, bool) and not isinstance(value, hint):
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint in (str, bool) and not isinstance(value, hint):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
 
@@ -274,3 +320,23 @@ def _validate(config: Config, where: str) -> None:
             f"downsample (K); got size={budgets[0]!r}, dynamic={budgets[1]!r}, "
             f"downsample={budgets[2]!r}"
         )
+    _check_budget_text(config, where)
+
+
+def _check_budget_text(config: Config, where: str) -> None:
+    """The budget and the synthetic size parse (errors name the key)."""
+    from wsi_downsample.deformation.budget import parse_budget
+    from wsi_downsample.errors import BudgetError
+
+    checks = [
+        ("sampler.size", config.sampler.size, "fixed"),
+        ("sampler.dynamic", config.sampler.dynamic, "dynamic"),
+        ("synthetic.size", config.synthetic.size, "fixed"),
+    ]
+    for key, text, mode in checks:
+        if text is None:
+            continue
+        try:
+            parse_budget(str(text), mode=mode)  # type: ignore[arg-type]
+        except BudgetError as exc:
+            raise ConfigError(f"{where}: {key}: {exc}") from None
