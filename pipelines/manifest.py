@@ -7,15 +7,27 @@ Columns (ECOSYSTEM.md): ``slide_path`` (required), ``mask_path``, ``split``
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from pipelines.config import Config
 from wsi_downsample.errors import ManifestError, WsiSegError
 
-__all__ = ["ManifestRow", "read_manifest", "validate_manifest", "SPLITS", "COLUMNS"]
+__all__ = [
+    "ManifestRow",
+    "read_manifest",
+    "validate_manifest",
+    "mask_value_counts",
+    "SPLITS",
+    "COLUMNS",
+]
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("slide_path", "mask_path", "split", "slide_id", "patient_id", "fold", "mpp", "label_map")
@@ -57,8 +69,7 @@ def read_manifest(
         raise ManifestError(f"manifest not found: {path}; pass an existing CSV file")
     rows, problems = _parse(path, config)
     if check_files:
-        for row in rows:
-            problems += [f"line {row.line}: {p}" for p in _check_row(row, require_masks, slide_mpp)]
+        problems += _check_rows(rows, config, require_masks, slide_mpp)
     if not rows and not problems:
         problems.append("no rows; add one line per slide under the header")
     if problems:
@@ -79,9 +90,44 @@ def validate_manifest(path: str | Path, config: Config, **kwargs: object) -> int
     return len(read_manifest(path, config, **kwargs))  # type: ignore[arg-type]
 
 
+def _decode(path: Path) -> str:
+    """The CSV's text: UTF-8 (a BOM, as Excel writes, is dropped) or UTF-16 with a BOM.
+
+    Other encodings (Latin-1, Windows-1252) are refused rather than guessed: a wrong guess
+    would turn non-ASCII paths into paths that do not exist.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 (in Excel: Save As > 'CSV UTF-8 (Comma delimited)')"
+        ) from None
+
+
+def _dialect(text: str) -> str:
+    """The delimiter: a comma, or ';' / tab when the header has those and no comma (Excel
+    in locales with a decimal comma writes ';')."""
+    header = text.splitlines()[0] if text.strip() else ""
+    if "," not in header:
+        for delimiter in (";", "\t"):
+            if delimiter in header:
+                return delimiter
+    return ","
+
+
 def _parse(path: Path, config: Config) -> tuple[list[ManifestRow], list[str]]:
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
+    text = _decode(path)
+    if "\x00" in text:
+        raise ManifestError(f"{path}: binary data, not a CSV; give the manifest CSV file")
+    with io.StringIO(text, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=_dialect(text))
         header = [h.strip() for h in reader.fieldnames or []]
         if "slide_path" not in header:
             raise ManifestError(
@@ -113,8 +159,11 @@ def _row(line: int, cells: dict[str, str], base: Path, config: Config) -> Manife
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)}")
     label_map = cells.get("label_map") or None
     if label_map is not None and label_map not in config.label_maps:
+        defined = sorted(config.label_maps)
         raise ValueError(
-            f"unknown label map {label_map!r}; the config defines {sorted(config.label_maps)}"
+            f"unknown label map {label_map!r}; the config defines "
+            f"{defined if defined else 'none'}: define it under label_maps: in the config "
+            "YAML (given with --config)"
         )
     return ManifestRow(
         line=line,
@@ -149,7 +198,54 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _check_row(row: ManifestRow, require_masks: bool, slide_mpp: float | None) -> list[str]:
+def _check_rows(
+    rows: list[ManifestRow], config: Config, require_masks: bool, slide_mpp: float | None
+) -> list[str]:
+    """Every row's problems, rows checked in parallel threads (decoding releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(row: ManifestRow) -> list[str]:
+        return [f"line {row.line}: {p}" for p in _check_row(row, config, require_masks, slide_mpp)]
+
+    with ThreadPoolExecutor(max_workers=min(4, max(1, len(rows)))) as pool:
+        return [p for found in pool.map(check, rows) for p in found]
+
+
+def mask_value_counts(mask: Any, level: int = 0) -> np.ndarray:
+    """Pixels per label value over one level of a mask, read tile by tile (bounded memory).
+
+    Level 0 by default: lower levels are built by nearest or mode and can drop small
+    structures, and with them a stray value.
+
+    Shape: ``-> (256,)`` int64.
+    """
+    info = mask.levels[level]
+    (h, w), (th, tw) = info.shape_hw, info.tile_hw
+    counts = np.zeros(256, np.int64)
+    for r in range(-(-h // th)):
+        for c in range(-(-w // tw)):
+            tile = np.asarray(mask.read_tile(level, r, c))
+            tile = tile[..., 0] if tile.ndim == 3 else tile
+            counts += np.bincount(tile.ravel(), minlength=256)[:256]
+    return counts
+
+
+def _label_problems(row: ManifestRow, mask: Any, config: Config) -> list[str]:
+    """Values of the mask that the row's label map does not know."""
+    values = set(np.flatnonzero(mask_value_counts(mask)).tolist())
+    unknown = sorted(values - config.mapped_values(row.label_map))
+    if not unknown:
+        return []
+    name = f"label map {row.label_map!r}" if row.label_map else "the class table (no label_map)"
+    return [
+        f"{row.mask_path}: values {unknown} are not in {name}; map them to a class or "
+        "'ignore' under label_maps: in the config and name the map in the row's label_map"
+    ]
+
+
+def _check_row(
+    row: ManifestRow, config: Config, require_masks: bool, slide_mpp: float | None
+) -> list[str]:
     """Open the row's slide (and mask) and return its problems as short sentences."""
     from wsi_downsample.slides import check_decodable, open_mask, open_slide
 
@@ -168,6 +264,8 @@ def _check_row(row: ManifestRow, require_masks: bool, slide_mpp: float | None) -
             if row.mask_path is not None:
                 with open_mask(row.mask_path, slide=slide) as mask:
                     check_decodable(mask)
+                    if row.label_map is None or row.label_map in config.label_maps:
+                        problems += _label_problems(row, mask, config)
     except WsiSegError as exc:
         problems.append(str(exc))
     return problems
