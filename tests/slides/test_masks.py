@@ -112,15 +112,17 @@ def test_mismatched_mask_names_both_files_and_the_fix(tmp_path, slide_path) -> N
             open_mask(path, slide=slide)
         msg = str(err.value)
         assert "small.png is 96x64" in msg and "slide.tif is 384x256" in msg
-        assert "downsample=4 (--mask-downsample 4)" in msg
-        with pytest.raises(
-            MaskMismatchError, match=r"expected 384x256 / 2 = 192x128.*downsample=4"
-        ):
+        assert err.value.hint == {"downsample": 4} and msg.endswith("; try downsample=4")
+        assert "--" not in msg  # the CLI renders the hint as its own flag
+        with pytest.raises(MaskMismatchError) as err:
             open_mask(path, slide=slide, downsample=2)
+        assert "expected 384x256 / 2 = 192x128" in str(err.value)
+        assert err.value.hint == {"downsample": 4}
         other = tmp_path / "other.png"
         Image.fromarray(np.ones((250, 384), np.uint8)).save(other)
         with pytest.raises(MaskMismatchError, match="other.png is 384x250.*belongs to this slide"):
             open_mask(other, slide=slide)
+        assert not err.value.hint or err.value.hint == {"downsample": 4}
 
 
 def test_mask_backend_and_axes_errors(tmp_path) -> None:

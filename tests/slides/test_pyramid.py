@@ -64,7 +64,7 @@ def test_level_for_mpp_closest_in_ratio_finer_on_ties(mpp: float, level: int) ->
 
 def test_level_for_mpp_max_ratio_lists_levels() -> None:
     assert level_for_mpp((0.5, 2.0), 0.55, max_ratio=1.25) == 0
-    with pytest.raises(LevelError, match=r"0: 0.5, 1: 2.*--slide-mpp"):
+    with pytest.raises(LevelError, match=r"0: 0.5, 1: 2.*slide_mpp=UM_PER_PX"):
         level_for_mpp((0.5, 2.0), 1.0, max_ratio=1.25)
 
 

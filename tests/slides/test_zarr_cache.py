@@ -65,7 +65,7 @@ def test_mpp_between_levels_area_averages_the_finer_level(slide_path, tmp_path) 
             stream_to_zarr(slide, tmp_path / "bad.zarr", mpp=0.5, level=1)
     with open_slide(slide_path, backend="openslide") as slide:
         slide._file_mpp = None
-        with pytest.raises(MissingMppError, match="--slide-mpp"):
+        with pytest.raises(MissingMppError, match="try mpp=UM_PER_PX"):
             stream_to_zarr(slide, tmp_path / "bad.zarr", mpp=1.0)
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from wsi_downsample._types import Mpp
 from wsi_downsample.errors import CorruptSlideError, LevelError, WsiSegError
+from wsi_downsample.slides._checks import corrupt_error, plausible_mpp
 from wsi_downsample.slides._levels import ArrayLevel, LazyMapping, WindowLevel
 from wsi_downsample.slides._pixels import (
     area_downsample,
@@ -22,6 +23,7 @@ from wsi_downsample.slides._pixels import (
 )
 from wsi_downsample.slides._tiff import TiffTiles
 from wsi_downsample.slides.base import LazyLevel, LevelInfo
+from wsi_downsample.slides.pyramid import best_level_for_downsample
 
 __all__ = [
     "ReaderBase",
@@ -102,7 +104,8 @@ class ReaderBase:
 
     @property
     def mpp(self) -> Mpp | None:
-        return self._mpp_override or self._file_mpp
+        """Level-0 mpp: the caller's, else the file's when plausible (``plausible_mpp``)."""
+        return self._mpp_override or plausible_mpp(self._file_mpp)
 
     @property
     def objective_power(self) -> float | None:
@@ -199,10 +202,7 @@ class ReaderBase:
         return WindowLevel((h, w, *tail), (th, tw, *tail), read)
 
     def _corrupt(self, what: str, exc: BaseException) -> CorruptSlideError:
-        return CorruptSlideError(
-            f"{self.path}: cannot decode {what} ({type(exc).__name__}: {exc}); the file is "
-            "truncated or corrupt: re-copy or re-export it"
-        )
+        return corrupt_error(self.path, f"cannot decode {what}", exc)
 
     def read_tile(self, level: int, tile_row: int, tile_col: int) -> np.ndarray:
         """Decode one native tile (clipped at the level's edge); default: a window read.
@@ -269,7 +269,6 @@ class ReaderBase:
     def level_and_factor(self, downsample: float) -> tuple[int, int]:
         """The coarsest level at least as fine as ``downsample`` and the integer factor
         that brings it closest to ``downsample`` from below."""
-        from wsi_downsample.slides.pyramid import best_level_for_downsample
 
         level = best_level_for_downsample(self.level_downsamples, downsample)
         factor = max(1, math.floor(downsample / self.level_downsamples[level] + 1e-6))
@@ -291,27 +290,15 @@ class ReaderBase:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+    def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as "reopen this path": readers cross process boundaries (spawned DataLoader
-        workers, dask) without their file handles."""
-        frame = getattr(self, "frame_downsample", 1.0)
-        return _reopen, (self.backend, str(self.path), self._mpp_override, self.is_mask, frame)
+        workers, dask) without their file handles. Each reader class reopens itself (masks
+        override this)."""
+        return type(self), (str(self.path),), {"_mpp_override": self._mpp_override}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._mpp_override = state["_mpp_override"]
 
     def __repr__(self) -> str:
         w, h = self.dimensions
         return f"{type(self).__name__}({str(self.path)!r}, {w}x{h}, levels={self.level_count})"
-
-
-def _reopen(
-    backend: str, path: str, mpp: Mpp | None, is_mask: bool, frame_downsample: float
-) -> ReaderBase:
-    """Unpickle a reader by opening its file again (see ``ReaderBase.__reduce__``)."""
-    if not is_mask:
-        from wsi_downsample.slides.open import open_slide
-
-        return open_slide(path, backend=backend, mpp=mpp)
-    from wsi_downsample.slides.masks import open_mask
-
-    mask = open_mask(path, backend=backend)
-    mask.frame_downsample, mask._mpp_override = frame_downsample, mpp
-    return mask

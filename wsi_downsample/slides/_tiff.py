@@ -11,9 +11,17 @@ from typing import Any
 import numpy as np
 
 from wsi_downsample._types import Mpp
-from wsi_downsample.errors import CorruptSlideError, UnsupportedCompressionError
+from wsi_downsample.errors import NotASlideError, UnsupportedCompressionError
+from wsi_downsample.slides._checks import corrupt_error
 
-__all__ = ["TiffTiles", "is_tiff", "check_compression", "page_mpp"]
+__all__ = [
+    "TiffTiles",
+    "is_tiff",
+    "open_tiff",
+    "check_data_inside",
+    "check_compression",
+    "page_mpp",
+]
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -22,6 +30,47 @@ def is_tiff(path: str | Path) -> bool:
     """Whether the file starts with a (Big)TIFF header."""
     with open(path, "rb") as fh:
         return fh.read(4) in _TIFF_MAGICS
+
+
+def open_tiff(path: str | Path, *, complete: bool = False) -> Any:
+    """Open a TIFF with tifffile and check that its first page can be read.
+
+    Any failure of a file that starts like a TIFF (a header or directory cut off, an
+    offset past the end) is a CorruptSlideError; a file that is no TIFF at all is a
+    NotASlideError. With ``complete``, every page's image data must also lie inside the
+    file. Returns an open ``tifffile.TiffFile`` (close it).
+    """
+    import tifffile
+
+    try:
+        tf = tifffile.TiffFile(path)
+    except Exception as exc:  # noqa: BLE001 - truncated headers raise struct/Index/TiffFile errors
+        if is_tiff(path):
+            raise corrupt_error(path, "its TIFF structure cannot be read", exc) from exc
+        raise NotASlideError(f"{path}: not a TIFF file ({exc}); give a TIFF-based slide") from exc
+    try:
+        tf.pages.first  # noqa: B018 - IndexError when the first directory lies past the end
+    except Exception as exc:  # noqa: BLE001
+        tf.close()
+        raise corrupt_error(path, "its first TIFF directory cannot be read", exc) from exc
+    if complete:
+        try:
+            check_data_inside(path, list(tf.pages))
+        except BaseException:
+            tf.close()
+            raise
+    return tf
+
+
+def check_data_inside(path: str | Path, pages: Sequence[Any], unit: str = "page") -> None:
+    """CorruptSlideError when a page's image data runs past the end of the file (truncated)."""
+    size = os.path.getsize(path)
+    for index, page in enumerate(pages):
+        offsets, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
+        end = max((int(o) + int(n) for o, n in zip(offsets, counts, strict=True)), default=0)
+        if end > size:
+            what = f"{unit} {index}'s image data ends at byte {end} but the file has {size} bytes"
+            raise corrupt_error(path, what)
 
 
 def check_compression(page: Any, path: str | Path) -> None:
@@ -118,11 +167,8 @@ class TiffTiles:
             data = os.pread(self._fd, count, offset)
             tile, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
         except Exception as exc:  # noqa: BLE001 - codecs raise many types
-            raise CorruptSlideError(
-                f"{self.path}: tile ({tile_row}, {tile_col}) of level {level} cannot be decoded "
-                f"({type(exc).__name__}: {exc}); the file is truncated or corrupt: re-copy or "
-                "re-export it"
-            ) from exc
+            what = f"tile ({tile_row}, {tile_col}) of level {level} cannot be decoded"
+            raise corrupt_error(self.path, what, exc) from exc
         tile = tile.reshape(tile.shape[-3:])[:vh, :vw]
         return tile[..., 0] if tile.shape[-1] == 1 and len(page.shape) == 2 else tile
 
@@ -145,20 +191,7 @@ class TiffTiles:
 
     def check_complete(self) -> None:
         """CorruptSlideError when a level's tile data runs past the end of the file."""
-        size = os.path.getsize(self.path)
-        for level, page in enumerate(self.pages):
-            end = max(
-                (
-                    int(o) + int(n)
-                    for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)
-                ),
-                default=0,
-            )
-            if end > size:
-                raise CorruptSlideError(
-                    f"{self.path}: the file is truncated: level {level}'s tile data ends at byte "
-                    f"{end} but the file has {size} bytes; re-copy or re-download it"
-                )
+        check_data_inside(self.path, self.pages, "level")
 
     def close(self) -> None:
         if self._fd is not None:

@@ -8,9 +8,10 @@ import numpy as np
 from PIL import Image
 
 from wsi_downsample._types import Mpp
-from wsi_downsample.errors import CorruptSlideError, NotASlideError
+from wsi_downsample.errors import NotASlideError
+from wsi_downsample.slides._checks import corrupt_error
 from wsi_downsample.slides._common import ArrayLevel, MppLike, ReaderBase, to_rgb
-from wsi_downsample.slides._tiff import check_compression, is_tiff, page_mpp
+from wsi_downsample.slides._tiff import check_compression, is_tiff, open_tiff, page_mpp
 from wsi_downsample.slides.base import LazyLevel
 
 __all__ = ["ImageReader", "load_image"]
@@ -40,10 +41,7 @@ def load_image(path: Path, *, labels: bool = False) -> tuple[np.ndarray, Mpp | N
             f"{path}: not an image file PIL can read ({exc}); give a JPEG, PNG or TIFF"
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise CorruptSlideError(
-            f"{path}: the image cannot be decoded ({exc}); it is truncated or corrupt: "
-            "re-copy or re-export it"
-        ) from exc
+        raise corrupt_error(path, "the image cannot be decoded", exc) from exc
 
 
 def _pil_to_array(img: Image.Image, labels: bool) -> np.ndarray:
@@ -55,21 +53,13 @@ def _pil_to_array(img: Image.Image, labels: bool) -> np.ndarray:
 
 
 def _load_tiff(path: Path) -> tuple[np.ndarray, Mpp | None]:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tf:
-            page = tf.pages.first
-            check_compression(page, path)
+    with open_tiff(path) as tf:
+        page = tf.pages.first
+        check_compression(page, path)
+        try:
             return page.asarray(), page_mpp(tf, page)
-    except tifffile.TiffFileError as exc:
-        raise NotASlideError(f"{path}: not a readable TIFF ({exc})") from exc
-    except (NotASlideError, CorruptSlideError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - codec errors
-        raise CorruptSlideError(
-            f"{path}: the TIFF cannot be decoded ({exc}); re-copy or re-export it"
-        ) from exc
+        except Exception as exc:  # noqa: BLE001 - codec errors
+            raise corrupt_error(path, "the TIFF cannot be decoded", exc) from exc
 
 
 class ImageReader(ReaderBase):

@@ -14,10 +14,10 @@ import numpy as np
 
 from wsi_downsample._types import Mpp
 from wsi_downsample.errors import ConfigError, MaskMismatchError, NotASlideError
+from wsi_downsample.slides._checks import check_path
 from wsi_downsample.slides._common import ArrayLevel, ReaderBase, WindowLevel
-from wsi_downsample.slides._tiff import TiffTiles, check_compression, is_tiff, page_mpp
+from wsi_downsample.slides._tiff import TiffTiles, check_compression, is_tiff, open_tiff, page_mpp
 from wsi_downsample.slides.base import LazyLevel
-from wsi_downsample.slides.open import check_path
 
 __all__ = ["MASK_BACKENDS", "MaskReader", "open_mask", "to_labels"]
 
@@ -89,6 +89,16 @@ class MaskReader(ReaderBase):
         if self._closer is not None:
             self._closer.close()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as "reopen this mask" with its frame and mpp (see ReaderBase)."""
+        return _reopen_mask, (str(self.path), self.backend, self.frame_downsample, self.mpp)
+
+
+def _reopen_mask(path: str, backend: str, frame_downsample: float, mpp: Mpp | None) -> MaskReader:
+    mask = open_mask(path, backend=backend)
+    mask.frame_downsample, mask._mpp_override = frame_downsample, mpp
+    return mask
+
 
 def _label_level(array: Any, path: Path) -> LazyLevel:
     """A 2-D uint8 label view of one zarr level (red channel of RGB, cast of wider ints)."""
@@ -103,10 +113,9 @@ def _label_level(array: Any, path: Path) -> LazyLevel:
 
 
 def _open_tiff_mask(path: Path) -> MaskReader:
-    import tifffile
     import zarr
 
-    tf = tifffile.TiffFile(path)
+    tf = open_tiff(path)
     try:
         series = tf.series[0]
         if series.axes not in ("YX", "YXS"):
@@ -187,24 +196,28 @@ def _fit_to_slide(mask: MaskReader, slide: Any, downsample: float | None) -> Non
         for m, s in ((mw, sw), (mh, sh))
     )
     if not fits:
-        raise MaskMismatchError(_mismatch_message(mask, slide, ds, downsample is None))
+        raise _mismatch_error(mask, slide, ds, downsample is None)
     mask.frame_downsample = ds
     if slide.mpp is not None:
         mask._mpp_override = Mpp(slide.mpp.x * ds, slide.mpp.y * ds)
 
 
-def _mismatch_message(mask: MaskReader, slide: Any, ds: float, default: bool) -> str:
+def _mismatch_error(mask: MaskReader, slide: Any, ds: float, default: bool) -> MaskMismatchError:
+    """The frame mismatch, with ``hint={"downsample": k}`` when the slide is k x the mask."""
     (mw, mh), (sw, sh) = mask.dimensions, slide.dimensions
     ratio = (sw / mw + sh / mh) / 2
-    hint = (
-        f"the slide is {ratio:.4g}x the mask: if the mask is a downsampled label map, pass "
-        f"downsample={round(ratio)} (--mask-downsample {round(ratio)})"
-        if abs(ratio - round(ratio)) < 0.01 and round(ratio) > 1
+    k = round(ratio)
+    integer = abs(ratio - k) < 0.01 and k > 1 and k != ds
+    fix = (
+        f"the slide is {ratio:.4g}x the mask: if the mask is a downsampled label map, give "
+        "that downsample"
+        if integer
         else "check that the mask belongs to this slide (manifest row) and was exported at "
         "the slide's level-0 size or an integer fraction of it"
     )
     expected = f"{sw}x{sh}" if default else f"{sw}x{sh} / {ds:g} = {sw / ds:g}x{sh / ds:g}"
-    return (
+    return MaskMismatchError(
         f"mask {mask.path} is {mw}x{mh} (width x height) but slide {slide.path} is {sw}x{sh}; "
-        f"expected {expected}; {hint}"
+        f"expected {expected}; {fix}",
+        hint={"downsample": k} if integer else None,
     )

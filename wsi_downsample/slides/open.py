@@ -27,11 +27,11 @@ from wsi_downsample.errors import (
     CorruptSlideError,
     MissingMppError,
     NotASlideError,
-    SlideNotFoundError,
     UnsupportedCompressionError,
 )
+from wsi_downsample.slides._checks import MPP_RANGE, Placeholder, check_path, corrupt_error
 from wsi_downsample.slides._common import MppLike, ReaderBase
-from wsi_downsample.slides._tiff import is_tiff
+from wsi_downsample.slides._tiff import is_tiff, open_tiff
 
 __all__ = [
     "BACKENDS",
@@ -52,22 +52,6 @@ OPENSLIDE_SUFFIXES = frozenset(
 MAX_PLAIN_TIFF_PIXELS = 1 << 26
 
 
-def check_path(path: str | Path) -> Path:
-    """Return ``path`` as a Path, or raise SlideNotFoundError when it is missing or a folder."""
-    path = Path(path)
-    if path.is_dir():
-        raise SlideNotFoundError(
-            f"{path} is a directory, not a slide file; give the slide file itself "
-            "(for MIRAX give the .mrxs file next to its data folder)"
-        )
-    if not path.exists():
-        raise SlideNotFoundError(
-            f"{path}: no such file; check the path (relative paths in a manifest resolve "
-            "against the CSV's folder)"
-        )
-    return path
-
-
 def choose_backend(path: str | Path) -> str:
     """The backend ``open_slide(path, backend="auto")`` tries first (see module docstring)."""
     path = check_path(path)
@@ -84,15 +68,11 @@ def choose_backend(path: str | Path) -> str:
 
 
 def _is_plain_tiff(path: Path) -> bool:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tf:
-            page = tf.pages.first
-            small = page.imagelength * page.imagewidth <= MAX_PLAIN_TIFF_PIXELS
-            return len(tf.pages) == 1 and not page.is_tiled and not page.subifds and small
-    except tifffile.TiffFileError:
-        return False
+    """Whether a TIFF is one small untiled page; CorruptSlideError when it cannot be parsed."""
+    with open_tiff(path) as tf:
+        page = tf.pages.first
+        small = page.imagelength * page.imagewidth <= MAX_PLAIN_TIFF_PIXELS
+        return len(tf.pages) == 1 and not page.is_tiled and not page.subifds and small
 
 
 def _pil_recognises(path: Path) -> bool:
@@ -164,19 +144,18 @@ def check_decodable(reader: Any) -> None:
         except CorruptSlideError:
             raise
         except Exception as exc:  # noqa: BLE001 - any decode failure means a corrupt file
-            raise CorruptSlideError(
-                f"{reader.path}: the first tile of level {level} cannot be decoded "
-                f"({type(exc).__name__}: {exc}); the file is truncated or corrupt: re-copy or "
-                "re-export it"
-            ) from exc
+            what = f"the first tile of level {level} cannot be decoded"
+            raise corrupt_error(reader.path, what, exc) from exc
 
 
 def require_mpp(reader: Any) -> Mpp:
     """The reader's level-0 mpp, or MissingMppError saying how to supply it."""
     if reader.mpp is None:
         raise MissingMppError(
-            f"{reader.path} has no mpp in its metadata; pass --slide-mpp or set the "
-            "manifest's mpp column"
+            f"{reader.path} has no plausible mpp in its metadata (none, or outside "
+            f"{MPP_RANGE[0]:g}-{MPP_RANGE[1]:g} um/px such as a 72/96 dpi default); give the "
+            "slide's level-0 micrometres per pixel (a manifest: its mpp column)",
+            hint={"mpp": Placeholder("UM_PER_PX")},
         )
     return Mpp(*reader.mpp)
 

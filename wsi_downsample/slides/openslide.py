@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from wsi_downsample._types import Mpp
-from wsi_downsample.errors import CorruptSlideError, NotASlideError, UnsupportedCompressionError
+from wsi_downsample.errors import NotASlideError, UnsupportedCompressionError
+from wsi_downsample.slides._checks import corrupt_error
 from wsi_downsample.slides._common import (
     LazyMapping,
     MppLike,
@@ -18,7 +19,7 @@ from wsi_downsample.slides._common import (
     WindowLevel,
     composite_on_white,
 )
-from wsi_downsample.slides._tiff import TiffTiles, is_tiff
+from wsi_downsample.slides._tiff import TiffTiles, is_tiff, open_tiff
 from wsi_downsample.slides.base import LazyLevel
 
 __all__ = ["OpenSlideReader"]
@@ -85,9 +86,7 @@ class OpenSlideReader(ReaderBase):
         if not self._tiff_looked_up:
             self._tiff_looked_up = True
             if is_tiff(self.path):
-                import tifffile
-
-                with tifffile.TiffFile(self.path) as tf:
+                with open_tiff(self.path) as tf:
                     pages = [
                         _find_page(tf, s, t)
                         for s, t in zip(self._shapes_hw, self._tiles_hw, strict=True)
@@ -130,9 +129,12 @@ def _open(path: Path) -> Any:
     try:
         return openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError as exc:
+        if is_tiff(path):
+            open_tiff(path, complete=True).close()  # CorruptSlideError: a damaged TIFF
         raise NotASlideError(
-            f"{path}: OpenSlide does not recognise this format ({exc}); check the file, or "
-            "try backend='tiffslide' (OME-TIFF) or backend='image' (JPEG/PNG)"
+            f"{path}: OpenSlide does not recognise this format ({exc}); check the file; "
+            "OME-TIFFs are read by the tiffslide backend, JPEG/PNG by the image backend",
+            hint={"backend": "tiffslide"},
         ) from exc
     except openslide.OpenSlideError as exc:
         if "compression" in str(exc).lower():
@@ -140,10 +142,7 @@ def _open(path: Path) -> Any:
                 f"{path}: {exc}; convert the file to a JPEG or Deflate tiled TIFF "
                 "(e.g. with vips or bfconvert)"
             ) from exc
-        raise CorruptSlideError(
-            f"{path}: OpenSlide cannot read it ({exc}); the file is truncated or corrupt: "
-            "re-copy or re-export it"
-        ) from exc
+        raise corrupt_error(path, "OpenSlide cannot read it", exc) from exc
 
 
 def _find_page(tf: Any, shape_hw: tuple[int, int], tile_hw: tuple[int, int]) -> Any | None:

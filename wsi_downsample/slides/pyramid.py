@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 from wsi_downsample.errors import LevelError
+from wsi_downsample.slides._checks import Placeholder
 
 __all__ = [
     "best_level_for_downsample",
@@ -77,7 +78,8 @@ def level_for_mpp(
     if max_ratio is not None and dist[best] > math.log(max_ratio) + 1e-12:
         raise LevelError(
             f"no level within {max_ratio}x of {mpp} mpp; level mpps: {_fmt(level_mpps)}; "
-            f"ask for one of these mpps, or correct the slide's mpp with --slide-mpp"
+            "ask for one of these mpps, or correct the slide's level-0 mpp",
+            hint={"slide_mpp": Placeholder("UM_PER_PX")},
         )
     return best
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from wsi_downsample._types import Mpp
-from wsi_downsample.errors import NotASlideError
+from wsi_downsample.errors import CorruptSlideError, NotASlideError
 from wsi_downsample.slides._common import LazyMapping, MppLike, ReaderBase, to_rgb
-from wsi_downsample.slides._tiff import TiffTiles, check_compression
+from wsi_downsample.slides._tiff import TiffTiles, check_compression, is_tiff, open_tiff
 from wsi_downsample.slides.base import LazyLevel
 
 __all__ = ["TiffSlideReader"]
@@ -33,11 +33,8 @@ class TiffSlideReader(ReaderBase):
         try:
             self._slide = tiffslide.TiffSlide(str(self.path))
             props = self._slide.properties
-        except (tiffslide.TiffFileError, NotImplementedError, ValueError, IndexError) as exc:
-            raise NotASlideError(
-                f"{self.path}: tiffslide cannot open it as a slide ({exc}); check that it is a "
-                "TIFF-based slide, or try backend='openslide'"
-            ) from exc
+        except Exception as exc:  # noqa: BLE001 - truncated files raise struct/Index errors
+            raise _open_error(self.path, exc) from exc
         series = self._slide.ts_tifffile.series[props["tiffslide.series-index"]]
         pages = [lvl.keyframe for lvl in series.levels]
         try:
@@ -85,3 +82,18 @@ class TiffSlideReader(ReaderBase):
     def close(self) -> None:
         super().close()
         self._slide.close()
+
+
+def _open_error(path: Path, exc: Exception) -> NotASlideError | CorruptSlideError:
+    """Why tiffslide refused a file: a damaged TIFF (CorruptSlideError, from ``open_tiff``)
+    or a TIFF layout it does not read (NotASlideError: OpenSlide may read it)."""
+    if is_tiff(path):
+        try:
+            open_tiff(path, complete=True).close()
+        except CorruptSlideError as damaged:
+            return damaged
+    return NotASlideError(
+        f"{path}: tiffslide cannot open it as a slide ({type(exc).__name__}: {exc}); check that "
+        "it is a TIFF-based slide, or read it with OpenSlide",
+        hint={"backend": "openslide"},
+    )
