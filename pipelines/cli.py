@@ -55,7 +55,9 @@ def _one_line(text: str) -> str:
 
 def _usage_line(exc: click.UsageError) -> str:
     """A click usage error as one line that names the option and never guesses another."""
-    cmd = exc.ctx.command_path if exc.ctx is not None else "wsi-seg"
+    cmd = "wsi-seg"
+    if exc.ctx is not None and exc.ctx.parent is not None:
+        cmd = f"wsi-seg {exc.ctx.info_name}"
     if isinstance(exc, click.NoSuchOption):
         what = f"no such option {exc.option_name} for '{cmd}'"
     elif isinstance(exc, click.BadParameter):
@@ -105,7 +107,7 @@ class _Command(click.Command):
     """Records the command's path and input for the guard's messages."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        _STATE["command"] = ctx.command_path
+        _STATE["command"] = f"wsi-seg {ctx.info_name}"
         given = [ctx.params.get(k) for k in _INPUTS if ctx.params.get(k) is not None]
         _STATE["input"] = given[0] if given else None
         return super().invoke(ctx)
@@ -277,7 +279,7 @@ def synth(
 )
 @click.option(
     "--blur",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=100),
     default=None,
     help="Edge sampler: boundary blur in density cells.",
 )
