@@ -41,7 +41,7 @@ echo "rendezvous ${HEAD_NODE}:${PORT}, ${NODES} nodes x ${GPUS} GPUs"
 RUN=()
 if [[ -n "$SIF" ]]; then RUN=(apptainer exec --nv --bind "$BIND" "$SIF"); fi
 
-srun --ntasks-per-node=1 --kill-on-bad-exit=1 "${RUN[@]}" torchrun \
+srun --ntasks-per-node=1 --cpus-per-task="$CPUS" --kill-on-bad-exit=1 "${RUN[@]}" torchrun \
   --nnodes "$NODES" --nproc-per-node "$GPUS" \
   --rdzv-backend c10d --rdzv-endpoint "${HEAD_NODE}:${PORT}" --rdzv-id "$SLURM_JOB_ID" \
   -m pipelines.train \
