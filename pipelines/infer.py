@@ -297,10 +297,10 @@ def use_sampler(model: Any, name: str | None) -> None:
     if name != "uniform":
         raise ConfigError(f"unknown sampler {name!r}; use uniform", hint={"sampler": "uniform"})
     log.warning("sampler uniform: the segmenter was trained on warped images (diagnostic only)")
-    if hasattr(model, "use_density"):
-        model.use_density("uniform")
-    else:
-        model.density_name = "uniform"
+    from wsi_downsample.deformation import get_density
+
+    model.density = get_density("uniform").to(model.device)
+    model.density_name = "uniform"
 
 
 def model_classes(config: Any) -> list[tuple[int, str, tuple[int, int, int]]]:

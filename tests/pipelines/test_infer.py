@@ -236,3 +236,35 @@ def test_bioformats_reads_the_pyramid_and_pixel_size(auto_run):
     assert "Resolutions = 2" in text
     assert "Width = 1024" in text and "Height = 768" in text
     assert 'PhysicalSizeX="1.0"' in text and 'PhysicalSizeY="1.0"' in text
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    import torch
+
+    from pipelines.config import Config
+    from pipelines.run_dir import LoadedModel, build_model
+
+    torch.manual_seed(0)
+    config = Config()
+    return LoadedModel(build_model(config, "learned").eval(), config, {})
+
+
+def test_random_model_end_to_end(synth, tmp_path, random_model):
+    from pipelines.infer import run_infer
+
+    out = tmp_path / "m.mask.ome.tif"
+    s = run_infer(synth.slide_path, out, "RUN", InferSettings(device="cpu"), loaded=random_model)
+    assert s["model"]["density"] == "learned" and s["model"]["level_choice"] == "fixed"
+    assert all(r["task_hw"][0] == 80 for r in s["regions"])  # dynamic 80x800 budget
+    assert s["bytes_decoded"] > 0 and s["timings"]["model"] > 0
+    assert tifffile.imread(out).shape == tuple(s["mask_shape_hw"])
+
+
+def test_sampler_override(random_model):
+    from pipelines.infer import use_sampler
+
+    with pytest.raises(ConfigError, match="needs the slide's labels"):
+        use_sampler(random_model.model, "edge")
+    use_sampler(random_model.model, "learned")  # the model's own: nothing to do
+    assert random_model.model.density_name == "learned"
