@@ -15,17 +15,14 @@ ARG EXTRAS=cluster
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Caches under /tmp so that any uid (docker run --user, Apptainer) can write them.
 # Threads: 4 OpenMP/MKL and 4 decode threads per process; data-loading workers set their own
-# decode threads to 1. Override with -e (Docker) or the environment (Apptainer passes it on).
+# decode threads to 1. Override with docker run -e, or apptainer exec --env (Apptainer does not
+# let the host's variables override the image's). Caches follow HOME: the image user's home is
+# /tmp, docker run --user takes -e HOME=/tmp, Apptainer keeps your own HOME.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HOME=/tmp \
-    XDG_CACHE_HOME=/tmp/.cache \
-    TORCH_HOME=/tmp/.cache/torch \
-    MPLCONFIGDIR=/tmp/.cache/matplotlib \
     OMP_NUM_THREADS=4 \
     MKL_NUM_THREADS=4 \
     TIFFSLIDE_NUM_DECODE_THREADS=4

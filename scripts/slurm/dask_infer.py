@@ -27,12 +27,18 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TIFFSLIDE_NUM_DECODE_THREADS")
 
-def container_prefix(sif: str | None, bind: str | None, *, gpu: bool) -> list[str]:
-    """``apptainer exec [--nv] [--bind B] SIF`` (empty without an image)."""
+
+def container_prefix(
+    sif: str | None, bind: str | None, *, gpu: bool, env: dict[str, str] | None = None
+) -> list[str]:
+    """``apptainer exec [--nv] [--bind B] [--env K=V,...] SIF`` (empty without an image)."""
     if not sif:
         return []
     options = (["--nv"] if gpu else []) + (["--bind", bind] if bind else [])
+    if env:  # Apptainer keeps the image's variables over the host's: pass them explicitly
+        options += ["--env", ",".join(f"{k}={v}" for k, v in env.items())]
     return ["apptainer", "exec", *options, sif]
 
 
@@ -60,9 +66,9 @@ def infer_command(args: argparse.Namespace, scheduler_address: str) -> list[str]
 def cluster_kwargs(args: argparse.Namespace) -> dict[str, object]:
     """Keyword arguments of ``SLURMCluster``: one single-threaded worker per GPU job."""
     threads = str(args.cpus_per_job)
-    worker_python = " ".join(
-        shlex.quote(w) for w in [*container_prefix(args.sif, args.bind, gpu=True), "python"]
-    )
+    env = dict.fromkeys(THREAD_VARIABLES, threads)
+    prefix = container_prefix(args.sif, args.bind, gpu=True, env=env)
+    worker_python = " ".join(shlex.quote(w) for w in [*prefix, "python"])
     return {
         "cores": 1,  # Dask threads per worker: one slide at a time per GPU
         "processes": 1,
@@ -73,9 +79,7 @@ def cluster_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "account": args.account,
         "job_name": "wsi-seg-dask",
         "job_extra_directives": ["--gpus=1"],
-        "job_script_prologue": [
-            f"export OMP_NUM_THREADS={threads} TIFFSLIDE_NUM_DECODE_THREADS={threads}"
-        ],
+        "job_script_prologue": [" ".join(["export", *(f"{k}={v}" for k, v in env.items())])],
         "python": sys.executable if not args.sif else worker_python,
         "interface": args.interface,
         "local_directory": args.local_directory,

@@ -28,10 +28,13 @@ MANIFEST=${MANIFEST:-/data/slides.csv}
 MODEL=${MODEL:-/data/runs/hrnet_w48}
 OUT_DIR=${OUT_DIR:-/data/masks}
 
-export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-8} TIFFSLIDE_NUM_DECODE_THREADS=${SLURM_CPUS_PER_TASK:-8}
+THREADS=${SLURM_CPUS_PER_TASK:-8}   # OpenMP and tile-decode threads
 
+# Apptainer keeps the image's variables over the host's: threads go in with --env.
+ENVS="OMP_NUM_THREADS=$THREADS,MKL_NUM_THREADS=$THREADS,TIFFSLIDE_NUM_DECODE_THREADS=$THREADS"
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS TIFFSLIDE_NUM_DECODE_THREADS=$THREADS
 RUN=()
-if [[ -n "$SIF" ]]; then RUN=(apptainer exec --nv --bind "$BIND" "$SIF"); fi
+if [[ -n "$SIF" ]]; then RUN=(apptainer exec --nv --bind "$BIND" --env "$ENVS" "$SIF"); fi
 
 "${RUN[@]}" wsi-seg infer --slides "$MANIFEST" -o "$OUT_DIR" --model "$MODEL" \
   --device cuda --shard "${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT}" --skip-errors

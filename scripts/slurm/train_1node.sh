@@ -29,10 +29,13 @@ CONFIG=${CONFIG:-/opt/wsi-seg/configs/default.yaml}
 GPUS=${SLURM_GPUS_ON_NODE:-4}
 CPUS=${SLURM_CPUS_PER_TASK:-32}
 WORKERS=$(( CPUS / GPUS > 1 ? CPUS / GPUS - 1 : 0 ))   # data-loading workers per GPU process
-export OMP_NUM_THREADS=1 TIFFSLIDE_NUM_DECODE_THREADS=1
+THREADS=1   # per GPU process; its data-loading workers decode the tiles
 
+# Apptainer keeps the image's variables over the host's: threads go in with --env.
+ENVS="OMP_NUM_THREADS=$THREADS,MKL_NUM_THREADS=$THREADS,TIFFSLIDE_NUM_DECODE_THREADS=$THREADS"
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS TIFFSLIDE_NUM_DECODE_THREADS=$THREADS
 RUN=()
-if [[ -n "$SIF" ]]; then RUN=(apptainer exec --nv --bind "$BIND" "$SIF"); fi
+if [[ -n "$SIF" ]]; then RUN=(apptainer exec --nv --bind "$BIND" --env "$ENVS" "$SIF"); fi
 
 "${RUN[@]}" torchrun --standalone --nproc-per-node "$GPUS" -m pipelines.train \
   --slides "$MANIFEST" -o "$RUN_DIR" --config "$CONFIG" \

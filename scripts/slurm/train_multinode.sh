@@ -35,11 +35,14 @@ NODES=$SLURM_JOB_NUM_NODES
 GPUS=${SLURM_GPUS_ON_NODE:-4}
 CPUS=${SLURM_CPUS_PER_TASK:-32}
 WORKERS=$(( CPUS / GPUS > 1 ? CPUS / GPUS - 1 : 0 ))   # data-loading workers per GPU process
-export OMP_NUM_THREADS=1 TIFFSLIDE_NUM_DECODE_THREADS=1
+THREADS=1   # per GPU process; its data-loading workers decode the tiles
 echo "rendezvous ${HEAD_NODE}:${PORT}, ${NODES} nodes x ${GPUS} GPUs"
 
+# Apptainer keeps the image's variables over the host's: threads go in with --env.
+ENVS="OMP_NUM_THREADS=$THREADS,MKL_NUM_THREADS=$THREADS,TIFFSLIDE_NUM_DECODE_THREADS=$THREADS"
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS TIFFSLIDE_NUM_DECODE_THREADS=$THREADS
 RUN=()
-if [[ -n "$SIF" ]]; then RUN=(apptainer exec --nv --bind "$BIND" "$SIF"); fi
+if [[ -n "$SIF" ]]; then RUN=(apptainer exec --nv --bind "$BIND" --env "$ENVS" "$SIF"); fi
 
 srun --ntasks-per-node=1 --cpus-per-task="$CPUS" --kill-on-bad-exit=1 "${RUN[@]}" torchrun \
   --nnodes "$NODES" --nproc-per-node "$GPUS" \
