@@ -40,7 +40,7 @@ class IntrinsicSettings:
 def run_intrinsic(manifest: str | Path, config: Config, settings: IntrinsicSettings) -> dict:
     """Run the study over a manifest; return a JSON-able report (totals and per row)."""
     rows = read_manifest(manifest, config, require_masks=True, slide_mpp=settings.slide_mpp)
-    total = np.zeros((config.num_classes, config.num_classes), dtype=np.int64)
+    total = np.zeros((config.num_classes, config.num_classes + 1), dtype=np.int64)
     per_row, sampled, pixels = [], 0, 0
     for row in rows:
         counts, row_sampled, row_pixels, n_regions = _row_counts(row, config, settings)
@@ -88,7 +88,7 @@ def _row_counts(
 
     budget = parse_budget(settings.budget)
     lut = config.label_lut(row.label_map, source=str(row.mask_path))
-    counts = np.zeros((config.num_classes, config.num_classes), dtype=np.int64)
+    counts = np.zeros((config.num_classes, config.num_classes + 1), dtype=np.int64)
     sampled = pixels = 0
     mpp = row.mpp if row.mpp is not None else settings.slide_mpp
     with (

@@ -103,7 +103,8 @@ def intrinsic_counts(
     density_fraction, sigma, radius
         Density size relative to the budget, and the eq. 3 kernel (lattice cells).
 
-    Shape: labels ``(H, W)`` -> counts ``(C, C)`` int64 (rows: label, columns: Y').
+    Shape: labels ``(H, W)`` -> counts ``(C, C + 1)`` int64 (rows: label, columns: Y'; the
+    last: labelled pixels Y' left at ``ignore_index``, see ``metrics.confusion_counts``).
     """
     recon = reconstruct_labels(
         labels,

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 from torch import Tensor
 
-from wsi_downsample.deformation.targets import boundary_map
+from wsi_downsample.labels import boundary_map
 
 __all__ = [
     "confusion_counts",
@@ -37,22 +37,27 @@ def _np(values: Array) -> np.ndarray:
 def confusion_counts(
     pred: Array, target: Array, num_classes: int, *, ignore_index: int | None = 255
 ) -> np.ndarray:
-    """Confusion matrix ``counts[t, p]`` = pixels of label ``t`` predicted ``p``.
+    """Confusion matrix ``counts[t, p]`` = pixels of label ``t`` predicted ``p``, plus a last
+    column ``counts[t, C]`` = pixels of label ``t`` with no prediction (``ignore_index``).
 
-    Pixels where the target or the prediction equals ``ignore_index`` are left out.
-    Counted in chunks, so temporaries stay small whatever the array size.
+    Only the target decides what is scored: a pixel whose label is ``ignore_index`` is left
+    out; a labelled pixel predicted ``ignore_index`` (nothing sampled there, a hole) is a
+    false negative of its label and a false positive of no class. Counted in chunks, so
+    temporaries stay small whatever the array size. Sum counts over a dataset, then take
+    ``iou_from_counts`` once.
 
-    Shape: pred, target ``(...)`` same shape -> ``(C, C)`` int64.
+    Shape: pred, target ``(...)`` same shape -> ``(C, C + 1)`` int64.
     """
     p_all, t_all = _np(pred).ravel(), _np(target).ravel()
     if p_all.shape != t_all.shape:
         raise ValueError(f"prediction {_np(pred).shape} and target {_np(target).shape} differ")
-    counts = np.zeros(num_classes * num_classes, dtype=np.int64)
+    cols = num_classes + 1
+    counts = np.zeros(num_classes * cols, dtype=np.int64)
     for start in range(0, p_all.size, _CHUNK):
         p = p_all[start : start + _CHUNK].astype(np.int64)
         t = t_all[start : start + _CHUNK].astype(np.int64)
         counts += _chunk_counts(p, t, num_classes, ignore_index)
-    return counts.reshape(num_classes, num_classes)
+    return counts.reshape(num_classes, cols)
 
 
 _CHUNK = 1 << 22  # pixels per counting chunk (~100 MB of temporaries at most)
@@ -62,23 +67,32 @@ def _chunk_counts(
     p: np.ndarray, t: np.ndarray, num_classes: int, ignore_index: int | None
 ) -> np.ndarray:
     if ignore_index is not None:
-        keep = (t != ignore_index) & (p != ignore_index)
+        keep = t != ignore_index
         p, t = p[keep], t[keep]
-    for name, v in (("prediction", p), ("target", t)):
+    unpredicted = p == ignore_index if ignore_index is not None else np.zeros(p.shape, bool)
+    for name, v in (("prediction", p[~unpredicted]), ("target", t)):
         if v.size and (v.min() < 0 or v.max() >= num_classes):
             raise ValueError(
                 f"{name} holds values outside 0..{num_classes - 1} (ignore_index={ignore_index})"
             )
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    p = np.where(unpredicted, num_classes, p)  # the "no prediction" column
+    cols = num_classes + 1
+    return np.bincount(t * cols + p, minlength=num_classes * cols)
 
 
 def iou_from_counts(counts: np.ndarray) -> np.ndarray:
     """Per-class IoU ``TP / (TP + FP + FN)``; NaN for classes absent from both (union 0).
 
-    Shape: ``(C, C)`` -> ``(C,)`` float64.
+    ``counts`` is ``confusion_counts``' matrix: its last column (pixels with no prediction)
+    adds to each label's FN only; a square ``(C, C)`` matrix has no such column.
+
+    Shape: ``(C, C + 1)`` or ``(C, C)`` -> ``(C,)`` float64.
     """
-    tp = np.diag(counts).astype(np.float64)
-    union = counts.sum(0) + counts.sum(1) - tp
+    c = counts.shape[0]
+    if counts.ndim != 2 or counts.shape[1] not in (c, c + 1):
+        raise ValueError(f"confusion counts must be (C, C + 1) or (C, C), got {counts.shape}")
+    tp = np.diag(counts[:, :c]).astype(np.float64)
+    union = counts[:, :c].sum(0) + counts.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / union, np.nan)
 
@@ -117,10 +131,14 @@ def trimap_counts(
 ) -> tuple[int, int]:
     """Correct and total pixels within ``band_px`` (Euclidean) of a label boundary.
 
+    As in ``confusion_counts``, only the target decides what is scored: pixels labelled
+    ``ignore_index`` are left out (and changes to them are no boundaries); a pixel
+    predicted ``ignore_index`` counts as wrong.
+
     Shape: pred, target ``(H, W)`` -> ``(correct, total)``.
     """
     p, t = _np(pred), _np(target)
-    edges = boundary_map(t)
+    edges = boundary_map(t, ignore_index=ignore_index)
     band = ndimage.distance_transform_edt(~edges) <= band_px if edges.any() else edges
     if ignore_index is not None:
         band &= t != ignore_index

@@ -8,25 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsi_downsample.deformation.grid import gaussian_kernel1d
+from wsi_downsample.labels import boundary_map  # re-exported: it used to live here
 
 __all__ = ["boundary_map", "pooled_boundaries", "gaussian_blur", "boundary_target"]
-
-
-def boundary_map(labels: np.ndarray) -> np.ndarray:
-    """Pixels with a 4-neighbour of another class (both sides of every change), no frame.
-
-    Depends only on label equality, so relabelling classes gives the same map.
-
-    Shape: ``(..., H, W)`` -> ``(..., H, W)`` bool.
-    """
-    edges = np.zeros(labels.shape, dtype=bool)
-    dx = labels[..., :, 1:] != labels[..., :, :-1]
-    dy = labels[..., 1:, :] != labels[..., :-1, :]
-    edges[..., :, 1:] |= dx
-    edges[..., :, :-1] |= dx
-    edges[..., 1:, :] |= dy
-    edges[..., :-1, :] |= dy
-    return edges
 
 
 def _bin_starts(n_in: int, n_out: int) -> np.ndarray:
