@@ -43,6 +43,10 @@ FLAGS = {
     "source_mpp": "--source-mpp",
     "skip_errors": "--skip-errors",
     "output_downsample": "--output-downsample",
+    "resume": "--resume",
+    "sampler": "--sampler",
+    "device": "--device",
+    "arch": "--arch",
 }
 #: parameters that name a command's input, in order of preference (for unexpected errors)
 _INPUTS = ("slide", "manifest", "slides", "model", "out_dir", "output")
@@ -324,6 +328,54 @@ def intrinsic(as_json: bool, **options: Any) -> None:
 
     report = intrinsic_from_options(**options)
     click.echo(json.dumps(report, indent=2) if as_json else format_intrinsic(report))
+
+
+@cli.command()
+@click.option("--slides", "manifest", required=True, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), help="Run directory or checkpoint.")
+@click.option("--pred-dir", type=click.Path(path_type=Path), help="Folder of infer outputs.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="last")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test")
+@click.option("--fold", type=click.IntRange(min=0), default=None, help="Score fold K's rows.")
+@click.option("--output-downsample", default=None, help="D (default: the source level's).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
+@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
+@overwrite_option
+def evaluate(as_json: bool, **options: Any) -> None:
+    """Full-res, warped-space and IoU(Y',Y) mIoU, trimap and cost over a manifest's masks."""
+    from pipelines.evaluate import evaluate_from_options
+    from pipelines.evaluate_report import format_report
+
+    report = evaluate_from_options(**options)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@cli.command()
+@click.option("--slides", "manifest", required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Run dir.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Steps per epoch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--num-workers", type=click.IntRange(min=0), default=None)
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N (default: config's).")
+@click.option("--sampler", type=click.Choice(["uniform", "edge", "learned"]), default=None)
+@click.option("--arch", type=click.Choice(["hrnet_w18_small", "hrnet_w18", "hrnet_w48"]))
+@click.option("--fold", type=click.IntRange(min=0), default=None, help="Validate on fold K.")
+@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from its last.pt.")
+@click.option("--skip-errors", is_flag=True, help="Log and skip slides that fail to read.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, help="Processes (torchrun).")
+@overwrite_option
+def train(**options: Any) -> None:
+    """Train the deformation module and an HRNet segmenter on a manifest's slides."""
+    from pipelines.train import train_from_options
+
+    click.echo(str(train_from_options(**options)))
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ only through the slide sampler's bilinear weights.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class ForwardOutput:
     ``logits`` ``(N, C, h, w)`` in warped space; ``density`` ``(N, 1, h_d, w_d)`` (0 in the
     padding); ``grid`` ``(N, h, w, 2)`` level-0 ``(x, y)`` float64; ``image`` ``(N, 3, h, w)``;
     ``labels`` ``(N, h, w)`` (255 in the padding) or None; ``edge_target`` ``(N, 1, h_d, w_d)``
-    or None. ``task_hw`` and ``density_hw`` give each item's own size (view orientation).
+    or None. ``task_hw`` and ``density_hw`` give each item's own size (view orientation);
+    ``timings``: seconds for ``density_grid``, ``sample`` and ``model`` (forward only).
     """
 
     logits: Tensor
@@ -49,6 +51,7 @@ class ForwardOutput:
     edge_target: Tensor | None
     task_hw: list[tuple[int, int]]
     density_hw: list[tuple[int, int]]
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class RegionPrediction(NamedTuple):
@@ -126,6 +129,11 @@ class DownsampleSegmenter(nn.Module):
         self.density_fraction, self.sigma, self.radius = density_fraction, sigma, radius
         self.padding, self.level_choice, self.source_mpp = padding, level_choice, source_mpp
         self.edge_sigma = edge_sigma
+        #: optional image transform applied after sampling in training (e.g. stain jitter)
+        self.augment: Callable[[Tensor], Tensor] | None = None
+        #: CUDA only: autocast dtype of the segmenter (AMP) and channels-last inputs
+        self.autocast_dtype: torch.dtype | None = None
+        self.channels_last = False
 
     @property
     def device(self) -> torch.device:
@@ -172,7 +180,12 @@ class DownsampleSegmenter(nn.Module):
     def segment(self, images: Sequence[Tensor]) -> Tensor:
         """Pad to the segmenter's multiple, segment. Shape: ``[(3, h, w)] -> (N, C, H, W)``."""
         shape = _batch_hw([(int(i.shape[-2]), int(i.shape[-1])) for i in images], self.multiple)
-        return self.segmenter(_pad_to(images, shape, 0.0))
+        batch = _pad_to(images, shape, 0.0)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.segmenter(batch)
 
     def forward(
         self,
@@ -185,29 +198,37 @@ class DownsampleSegmenter(nn.Module):
         ``image_samplers[i]`` samples item ``i``'s slide at a level-0 grid (gradients flow to
         the grid); ``label_samplers[i]`` reads its labels (nearest, fixed source level).
         """
+        t0 = time.perf_counter()
         densities = [self.density_of(item) for item in items]
         grids = [self.grid_of(d, item) for d, item in zip(densities, items, strict=True)]
+        t1 = time.perf_counter()
         images = [
             sample(g).to(self.device, torch.float32)
             for sample, g in zip(image_samplers, grids, strict=True)
         ]
-        logits = self.segment(images)
-        batch_hw = tuple(logits.shape[-2:])
         labels = None
         if label_samplers is not None:
             sampled = [s(g) for s, g in zip(label_samplers, grids, strict=True)]
-            labels = _pad_to(sampled, batch_hw, IGNORE_INDEX).to(self.device)  # type: ignore[arg-type]
+        if self.augment is not None and self.training:
+            images = [self.augment(image) for image in images]
+        t2 = time.perf_counter()
+        logits = self.segment(images)
+        batch_hw = (int(logits.shape[-2]), int(logits.shape[-1]))
+        if label_samplers is not None:
+            labels = _pad_to(sampled, batch_hw, IGNORE_INDEX).to(self.device)
         targets = [self.edge_target(item) for item in items]
         d_hw = _batch_hw([item.density_hw for item in items], 1)
+        grid = _pad_to([g.permute(2, 0, 1) for g in grids], batch_hw, 0.0).permute(0, 2, 3, 1)
         return ForwardOutput(
             logits=logits,
             density=_pad_to([d[0] for d in densities], d_hw, 0.0),
-            grid=_pad_to([g.permute(2, 0, 1) for g in grids], batch_hw, 0.0).permute(0, 2, 3, 1),  # type: ignore[arg-type]
-            image=_pad_to(images, batch_hw, 0.0),  # type: ignore[arg-type]
+            grid=grid,
+            image=_pad_to(images, batch_hw, 0.0),
             labels=labels,
-            edge_target=None if None in targets else _pad_to(targets, d_hw, 0.0),  # type: ignore[arg-type]
+            edge_target=None if any(t is None for t in targets) else _pad_to(targets, d_hw, 0.0),  # type: ignore[arg-type]
             task_hw=[item.task_hw for item in items],
             density_hw=[item.density_hw for item in items],
+            timings={"density_grid": t1 - t0, "sample": t2 - t1, "model": time.perf_counter() - t2},
         )
 
     @torch.no_grad()
