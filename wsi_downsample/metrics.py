@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 from torch import Tensor
 
+from wsi_downsample._arrays import as_numpy
 from wsi_downsample.labels import boundary_map
 
 __all__ = [
@@ -30,10 +31,6 @@ __all__ = [
 Array = np.ndarray | Tensor
 
 
-def _np(values: Array) -> np.ndarray:
-    return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
-
-
 def confusion_counts(
     pred: Array, target: Array, num_classes: int, *, ignore_index: int | None = 255
 ) -> np.ndarray:
@@ -48,9 +45,11 @@ def confusion_counts(
 
     Shape: pred, target ``(...)`` same shape -> ``(C, C + 1)`` int64.
     """
-    p_all, t_all = _np(pred).ravel(), _np(target).ravel()
+    p_all, t_all = as_numpy(pred).ravel(), as_numpy(target).ravel()
     if p_all.shape != t_all.shape:
-        raise ValueError(f"prediction {_np(pred).shape} and target {_np(target).shape} differ")
+        raise ValueError(
+            f"prediction {as_numpy(pred).shape} and target {as_numpy(target).shape} differ"
+        )
     cols = num_classes + 1
     counts = np.zeros(num_classes * cols, dtype=np.int64)
     for start in range(0, p_all.size, _CHUNK):
@@ -137,7 +136,7 @@ def trimap_counts(
 
     Shape: pred, target ``(H, W)`` -> ``(correct, total)``.
     """
-    p, t = _np(pred), _np(target)
+    p, t = as_numpy(pred), as_numpy(target)
     edges = boundary_map(t, ignore_index=ignore_index)
     band = ndimage.distance_transform_edt(~edges) <= band_px if edges.any() else edges
     if ignore_index is not None:

@@ -10,6 +10,8 @@ from typing import NamedTuple
 import numpy as np
 from torch import Tensor
 
+from wsi_downsample._arrays import as_numpy
+
 __all__ = ["Array", "InverseTile", "Tile", "as_numpy", "assemble", "output_nodes", "run_tiles"]
 
 Array = Tensor | np.ndarray
@@ -30,11 +32,6 @@ class InverseTile(NamedTuple):
     @property
     def cols(self) -> slice:
         return slice(self.col0, self.col0 + self.labels.shape[1])
-
-
-def as_numpy(values: Array) -> np.ndarray:
-    """A tensor (detached, on the CPU) or array-like as a numpy array."""
-    return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
 
 
 def output_nodes(grid: Array, origin_xy: Sequence[float], downsample: float) -> np.ndarray:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsi_downsample._arrays import as_numpy
 from wsi_downsample.deformation.grid import gaussian_kernel1d
 from wsi_downsample.labels import boundary_map  # re-exported: it used to live here
 
@@ -24,7 +25,7 @@ def pooled_boundaries(labels: Tensor | np.ndarray, out_shape_hw: tuple[int, int]
 
     Shape: labels ``(N, H, W)`` -> ``(N, 1, h_d, w_d)`` float32 in {0, 1}.
     """
-    lab = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    lab = as_numpy(labels)
     h_d, w_d = out_shape_hw
     if lab.shape[-2] < h_d or lab.shape[-1] < w_d:
         raise ValueError(f"labels {lab.shape[-2:]} are smaller than the target {out_shape_hw}")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from wsi_downsample._arrays import as_pair
 from wsi_downsample.io._pyramid import (
     PyramidCascade,
     feed_level0,
@@ -147,7 +148,7 @@ def write_label_tiff(
     """
     path = Path(path)
     shape_hw = (int(shape_hw[0]), int(shape_hw[1]))
-    mpp_xy = _mpp_xy(mpp)
+    mpp_xy = as_pair(mpp, "mpp")
     _check_args(shape_hw, tile_size, compression, pyramid, mpp_xy)
     n_levels = count_levels(shape_hw, tile_size, min_level_size)
     shapes = level_shapes(shape_hw, 2, n_levels)
@@ -172,14 +173,6 @@ def write_label_tiff(
             maxworkers,
         )
     return LabelTiffResult(path, tuple(shapes), mpp_xy, big)
-
-
-def _mpp_xy(mpp: float | tuple[float, float]) -> tuple[float, float]:
-    if isinstance(mpp, tuple | list | np.ndarray):
-        if len(mpp) != 2:
-            raise ValueError(f"mpp must be a number or (x, y), got {mpp!r}")
-        return float(mpp[0]), float(mpp[1])
-    return float(mpp), float(mpp)
 
 
 def _check_args(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from wsi_downsample._arrays import as_pair
 from wsi_downsample._types import Mpp
 from wsi_downsample.errors import CorruptSlideError, LevelError, WsiSegError
 from wsi_downsample.slides._checks import corrupt_error, plausible_mpp
@@ -45,12 +46,7 @@ MppLike = float | tuple[float, float] | Mpp | None
 
 def as_mpp(value: MppLike) -> Mpp | None:
     """Normalise a caller's mpp (a float, an ``(x, y)`` pair or None) to ``Mpp``."""
-    if value is None:
-        return None
-    x, y = (value, value) if isinstance(value, int | float) else value
-    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
-        raise ValueError(f"mpp must be positive and finite, got {value!r}")
-    return Mpp(float(x), float(y))
+    return None if value is None else Mpp(*as_pair(value, "mpp"))
 
 
 class ReaderBase:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from wsi_downsample._arrays import as_pair
 from wsi_downsample.errors import LevelError
 from wsi_downsample.slides._checks import Placeholder
 
@@ -90,10 +91,7 @@ def level_mpps(mpp: float, level_downsamples: Sequence[float]) -> tuple[float, .
 
 
 def _pair(downsample: Scale) -> tuple[float, float]:
-    dx, dy = (downsample, downsample) if isinstance(downsample, int | float) else downsample
-    if not (dx > 0 and dy > 0):
-        raise LevelError(f"downsample must be positive, got {downsample}")
-    return float(dx), float(dy)
+    return as_pair(downsample, "downsample", error=LevelError)
 
 
 def level0_to_level(xy: tuple[float, float], downsample: Scale) -> tuple[float, float]:
