@@ -39,14 +39,15 @@ RUN python -c 'import sys; assert sys.version_info >= (3, 11), f"Python {sys.ver
     && rm /tmp/requirements.txt /tmp/pyproject_requirements.py
 
 # Layer 2, the package itself (no dependency resolution), then a self-check of what a run
-# imports: torch still the base's, the training and inference pipelines, the entry point.
+# imports (-P: the installed copy, not the source folder): torch still the base's, the
+# training and inference pipelines, the entry point.
 COPY README.md ./
 COPY wsi_downsample ./wsi_downsample
 COPY pipelines ./pipelines
 COPY configs ./configs
 RUN pip install --no-cache-dir --no-deps . \
     && pip list --format=freeze | grep -iE '^(torch|torchvision)==' | diff /opt/base-torch.txt - \
-    && python -c "import torch, openslide, pipelines.train, pipelines.infer; print(torch.__version__)" \
+    && python -P -c "import torch, openslide, pipelines.train, pipelines.infer; print(torch.__version__)" \
     && wsi-seg --help > /dev/null \
     && rm -rf /opt/wsi-seg/build /opt/wsi-seg/*.egg-info
 
