@@ -89,10 +89,19 @@ def test_grid_stays_inside_region_and_monotone():
     box = (100, 50, 900, 450)
     d = _peaked(10, 20, (1.0, 1.0), 500.0)  # strong pull to a corner: extrapolation overshoots
     grid = saliency_to_grid(d, box, (40, 80))[0]
-    assert grid[..., 0].min() >= 100 and grid[..., 0].max() <= 900
-    assert grid[..., 1].min() >= 50 and grid[..., 1].max() <= 450
-    assert (grid[:, 1:, 0] >= grid[:, :-1, 0]).all()
-    assert (grid[1:, :, 1] >= grid[:-1, :, 1]).all()
+    # the same grid before the clamp (eq. 3 nodes, resized, on the uniform lattice)
+    disp = resize_displacement(density_to_displacement(d), (40, 80))[0].permute(1, 2, 0)
+    raw = uniform_grid(box, (40, 80)) + disp * torch.tensor([800 / 20, 400 / 10])
+    outside = (raw[..., 0] < 100) | (raw[..., 1] < 50)
+    assert int(outside.sum()) > 0  # the premise: the raw grid leaves the region
+    # the clamp moved exactly those points onto the box's edges and kept the others
+    assert torch.equal(grid[~outside], raw[~outside])
+    assert torch.equal(grid[outside], torch.maximum(raw[outside], torch.tensor([100.0, 50.0])))
+    assert (raw[..., 0] < 900).all() and (raw[..., 1] < 450).all()  # the far edge is not hit
+    # monotone along rows and columns, before and after the clamp
+    for g in (raw, grid):
+        assert (g[:, 1:, 0] >= g[:, :-1, 0]).all()
+        assert (g[1:, :, 1] >= g[:-1, :, 1]).all()
 
 
 def test_grid_is_differentiable_wrt_density():

@@ -144,8 +144,8 @@ def settle(
     """Quad ``(i, j)`` and local ``(lam, mu)`` in [0, 1] of every point, walking from ``(i, j)``.
 
     Points not inside their start quad walk by ``floor(lam)``, ``floor(mu)`` (Newton-like
-    steps on the bilinear extrapolation); outside the hull they take the nearest corner of
-    their border quad; points still unsettled test every quad whose box holds them.
+    steps on the bilinear extrapolation); outside the hull they take the nearest border
+    sample (Euclidean); points still unsettled test every quad whose box holds them.
 
     Shape: ``(n,)`` each -> four ``(n,)``.
     """
@@ -176,10 +176,8 @@ def _walk(
         if idx.size == 0:
             break
         ni, nj, outside, still = _step(quads.nodes.shape[:2], lam, mu, i, j)
-        o = outside  # outside the hull: the nearest corner of the border quad
-        _put(
-            out, idx[o], i[o], j[o], np.round(np.clip(lam[o], 0, 1)), np.round(np.clip(mu[o], 0, 1))
-        )
+        o = outside  # outside the hull: the nearest border sample (Euclidean, level 0)
+        _put(out, idx[o], *_nearest_border(quads, x[idx[o]], y[idx[o]]))
         stuck.append(idx[still])
         move = ~(outside | still)
         idx, i, j = idx[move], ni[move], nj[move]
@@ -223,6 +221,23 @@ def _exhaustive(quads: Quads, x: np.ndarray, y: np.ndarray, chunk: int = 1024) -
         i, j = np.minimum(r, h - 2), np.minimum(c, w - 2)
         _put(res, miss, i, j, (c - j).astype(np.float32), (r - i).astype(np.float32))
     return res
+
+
+def _nearest_border(quads: Quads, x: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+    """The nearest sample on the grid's outer rows and columns, as ``[i, j, lam, mu]`` of a
+    quad corner (``lam, mu`` in {0, 1}).
+
+    Shape: ``(n,)`` each -> four ``(n,)``.
+    """
+    h, w = quads.nodes.shape[:2]
+    rows = np.concatenate([np.zeros(w, np.int64), np.full(w, h - 1), np.arange(h), np.arange(h)])
+    cols = np.concatenate([np.arange(w), np.arange(w), np.zeros(h, np.int64), np.full(h, w - 1)])
+    if x.size == 0:
+        return [rows[:0], cols[:0], np.zeros(0, np.float32), np.zeros(0, np.float32)]
+    _, k = cKDTree(quads.nodes[rows, cols]).query(np.stack([x, y], 1))
+    r, c = rows[k], cols[k]
+    i, j = np.minimum(r, h - 2), np.minimum(c, w - 2)
+    return [i, j, (c - j).astype(np.float32), (r - i).astype(np.float32)]
 
 
 def _ragged(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
