@@ -47,6 +47,8 @@ FLAGS = {
     "sampler": "--sampler",
     "device": "--device",
     "arch": "--arch",
+    "shape_hw": "--size",
+    "checkpoint": "--checkpoint",
 }
 #: parameters that name a command's input, in order of preference (for unexpected errors)
 _INPUTS = ("slide", "manifest", "slides", "model", "out_dir", "output")
