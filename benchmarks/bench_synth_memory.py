@@ -1,25 +1,21 @@
-"""Peak memory and wall time of writing one synthetic slide + mask at a given size."""
+"""Peak memory and wall time of writing one synthetic slide + mask at a given size.
+
+Peak memory is this process's own VmHWM (/proc/self/status), not ``ru_maxrss``, which would
+also hold the RSS of whatever started it (at fork). Runs in one process, spawns none.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _vm_hwm_mb() -> float | None:
-    """Peak resident set size from /proc/self/status (VmHWM), in MiB; None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import peak_mb  # noqa: E402
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -41,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     shape_hw = _size(args.size)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-synth-"))
-    rss_before = _vm_hwm_mb()
+    rss_before = peak_mb()
     start = time.perf_counter()
     slide = write_synthetic_slide(
         out,
@@ -59,9 +55,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "mask_mb": round(slide.mask_path.stat().st_size / 2**20, 1),
         "regions": len(slide.regions),
         "tissue_fraction": round(1 - slide.class_counts[0] / (shape_hw[0] * shape_hw[1]), 4),
-        "peak_rss_mb_before": rss_before,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "vm_hwm_mb": _vm_hwm_mb(),
+        "peak_rss_mb_before": round(rss_before, 1),
+        "peak_rss_mb": round(peak_mb(), 1),
     }
     print(json.dumps(result))
     if args.out is None:
