@@ -254,3 +254,80 @@ def _write_summary(out_dir: Path, lines: list[dict], part: tuple[int, int] | Non
     writer.writerows(sorted(lines, key=lambda d: d["slide_id"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(out_dir / name, buf.getvalue())
+
+
+def infer_from_options(
+    slide: Path | None,
+    manifest: Path | None,
+    output: Path,
+    model: Path,
+    *,
+    checkpoint: str = "best",
+    output_downsample: str = "auto",
+    geojson: Path | None = None,
+    no_geojson: bool = False,
+    preview: Path | None = None,
+    no_preview: bool = False,
+    probabilities: Path | None = None,
+    sampler: str | None = None,
+    device: str = "auto",
+    slide_mpp: float | None = None,
+    backend: str = "auto",
+    overwrite: bool = False,
+    skip_errors: bool = False,
+    workers: int = 1,
+    scheduler: str | None = None,
+    shard: str | None = None,
+) -> str:
+    """The CLI's ``infer``: one SLIDE to ``-o mask.tif``, or ``--slides`` to ``-o OUT_DIR``.
+
+    Returns the line to print: where the outputs are.
+    """
+    import sys
+
+    from pipelines.infer import run_infer
+
+    if (slide is None) == (manifest is None):
+        raise ConfigError("give either one slide or a manifest of slides (not both, not none)")
+    batch = manifest is not None
+    if batch and (geojson or preview or probabilities):
+        raise ConfigError(
+            "output paths name one slide's files; in a batch they follow the slide ids"
+        )
+    settings = InferSettings(
+        output_downsample=output_downsample,
+        geojson=False if no_geojson else (geojson or True),
+        preview=False if no_preview else (preview or True),
+        probabilities=probabilities,
+        sampler=sampler,
+        device=device,
+        slide_mpp=slide_mpp,
+        backend=backend,
+        overwrite=overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    if manifest is not None:
+        result = run_batch(
+            manifest,
+            output,
+            model,
+            settings,
+            checkpoint=checkpoint,
+            skip_errors=skip_errors,
+            workers=workers,
+            scheduler=scheduler,
+            shard=shard,
+        )
+        return (
+            f"{result['ok']} slide(s) inferred, {result['skipped']} skipped, {result['failed']} "
+            f"failed; summary: {result['summary_csv']}"
+        )
+    assert slide is not None
+    summary = run_infer(slide, output, model, settings, checkpoint=checkpoint)
+    flagged = summary["flagged_regions"]
+    note = f"; regions {flagged} too coarse to trust" if flagged else ""
+    return (
+        f"{output} ({summary['mask_shape_hw'][1]} x {summary['mask_shape_hw'][0]} px at "
+        f"{summary['mask_mpp']:g} um/px, D = {summary['output_downsample']}, "
+        f"{len(summary['regions'])} region(s){note})"
+    )

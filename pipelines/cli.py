@@ -49,6 +49,8 @@ FLAGS = {
     "arch": "--arch",
     "shape_hw": "--size",
     "checkpoint": "--checkpoint",
+    "shard": "--shard",
+    "probabilities": "--probabilities",
 }
 #: parameters that name a command's input, in order of preference (for unexpected errors)
 _INPUTS = ("slide", "manifest", "slides", "model", "out_dir", "output")
@@ -279,9 +281,15 @@ def synth(
 )
 @click.option(
     "--sampler",
-    type=click.Choice(["uniform", "edge"]),
+    type=click.Choice(["uniform", "edge", "learned"]),
     default=None,
-    help="Sampler (default: the config's, uniform).",
+    help="Sampler (default: the config's, uniform); learned needs --model.",
+)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Trained run directory or checkpoint: the learned density's IoU(Y',Y).",
 )
 @click.option(
     "--blur",
@@ -378,6 +386,34 @@ def train(**options: Any) -> None:
     from pipelines.train import train_from_options
 
     click.echo(str(train_from_options(**options)))
+
+
+@cli.command()
+@click.argument("slide", required=False, type=click.Path(path_type=Path))
+@click.option("--slides", "manifest", type=click.Path(path_type=Path), help="Manifest CSV.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Mask/dir.")
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="Run dir or .pt.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best")
+@click.option("--output-downsample", default="auto", show_default=True, help="auto or D.")
+@click.option("--geojson", type=click.Path(path_type=Path), help="GeoJSON path (default: STEM).")
+@click.option("--no-geojson", is_flag=True)
+@click.option("--preview", type=click.Path(path_type=Path), help="PNG path (default: STEM).")
+@click.option("--no-preview", is_flag=True)
+@click.option("--probabilities", type=click.Path(path_type=Path), default=None)
+@click.option("--sampler", type=click.Choice(["uniform", "edge"]), help="Diagnostic override.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N].")
+@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--backend", type=BACKENDS, default="auto", show_default=True)
+@click.option("--skip-errors", is_flag=True, help="Record failing slides and go on.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, help="Slides in parallel.")
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler.")
+@click.option("--shard", default=None, help="K/N: every N-th slide from the K-th (0-based).")
+@overwrite_option
+def infer(**options: Any) -> None:
+    """Segment SLIDE (or every slide of --slides) into a QuPath-ready mask, GeoJSON, preview."""
+    from pipelines.batch import infer_from_options
+
+    click.echo(infer_from_options(**options))
 
 
 def main() -> None:

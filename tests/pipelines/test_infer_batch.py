@@ -133,3 +133,45 @@ def test_dask_local_cluster_of_two_workers(slides, run_dir, tmp_path):
         "synthetic_000.mask.ome.tif",
         "synthetic_001.mask.ome.tif",
     ]
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    return CliRunner().invoke(cli, ["infer", *map(str, args)])
+
+
+def test_cli_one_slide_then_refuses_existing_outputs(slides, run_dir, tmp_path):
+    slide = slides.parent / "synthetic_000.svs"
+    out = tmp_path / "a.mask.tif"
+    res = _cli(slide, "-o", out, "--model", run_dir, "--no-preview", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "D = " in res.output and (tmp_path / "a.mask.geojson").is_file()
+    assert not (tmp_path / "a.mask.preview.png").exists()
+    again = _cli(slide, "-o", out, "--model", run_dir)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert len(again.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sampler", "edge"], "needs the slide's labels"),
+        (["--output-downsample", "x"], "integer >= 1"),
+        (["--device", "tpu"], "unknown device"),
+    ],
+)
+def test_cli_bad_options_are_one_line_errors(slides, run_dir, tmp_path, extra, message):
+    slide = slides.parent / "synthetic_000.svs"
+    res = _cli(slide, "-o", tmp_path / "m.tif", "--model", run_dir, *extra)
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_needs_one_slide_or_a_manifest(slides, run_dir, tmp_path):
+    res = _cli("-o", tmp_path, "--model", run_dir)
+    assert res.exit_code == 2 and "either one slide or a manifest" in res.output
+    res = _cli(slides.parent / "x.svs", "--slides", slides, "-o", tmp_path, "--model", run_dir)
+    assert res.exit_code == 2
