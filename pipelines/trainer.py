@@ -102,7 +102,11 @@ class Trainer:
 
             raise ManifestError(f"{manifest}: no tissue region in the training slides")
         val_records = find_regions(val_rows, config, skip_errors=skip_errors)
-        val_set = RegionDataset(val_records, config, train=False) if val_records else None
+        val_set = (
+            RegionDataset(val_records, config, train=False, skip_errors=skip_errors)
+            if val_records
+            else None
+        )
         set_determinism(seed=config.train.seed)
         core = build_model(config).to(device)
         _cuda_options(core, config, device)
@@ -308,8 +312,8 @@ def batch_loss(
     if not bool(torch.isfinite(total)):
         names = ", ".join(f"{r.slide_id} region {r.region.index}" for r in records)
         raise TrainingDivergedError(
-            f"loss is {float(total)} at step {step} ({names}); training stopped and the last "
-            "good checkpoint is kept; lower the learning rate or the edge weight",
+            f"loss is {float(total.detach())} at step {step} ({names}); training stopped and "
+            "the last good checkpoint is kept; lower the learning rate or the edge weight",
             hint={"lr": trainer.config.train.lr / 10},
         )
     parts = {"seg": float(seg.detach()), "edge": float(edge.detach()), "gamma": gamma}

@@ -7,6 +7,7 @@ unless ``train.val_output_downsample`` sets another (stated in every metrics row
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -18,6 +19,8 @@ from pipelines.data import OpenSlides, RegionDataset
 from pipelines.distributed import all_reduce_sum, rank, world_size
 
 __all__ = ["validate", "source_downsample"]
+
+log = logging.getLogger(__name__)
 
 METRICS = ("full_resolution", "warped_space", "intrinsic")
 
@@ -42,13 +45,16 @@ def _frame_labels(label_sampler: Any, frame: Any) -> np.ndarray:
 
 def _region_counts(
     model: Any, dataset: RegionDataset, index: int, slides: OpenSlides, config: Config
-) -> dict[str, np.ndarray]:
+) -> dict[str, np.ndarray] | None:
     from wsi_downsample.deformation import OutputFrame, invert_grid, invert_labels
     from wsi_downsample.metrics import confusion_counts
     from wsi_downsample.models import image_sampler
 
     c = config.num_classes
-    record, item = dataset.records[index], dataset[index]["item"]
+    entry = dataset[index]
+    if "item" not in entry:  # a failing slide, skipped (``skip_errors``)
+        return None
+    record, item = dataset.records[index], entry["item"]
     image, labels = slides.samplers(record, dataset.luts, dataset.known)
     out = model([item], [image_sampler(image)], [labels])
     h, w = item.task_hw
@@ -88,6 +94,9 @@ def validate(
     downsamples: list[float] = []
     for index in range(rank(), len(dataset), world_size()):
         counts = _region_counts(model, dataset, index, slides, config)
+        if counts is None:
+            log.warning("validation skipped %s", dataset.records[index].slide_path)
+            continue
         downsamples.append(float(counts.pop("downsample")))
         for k in METRICS:
             totals[k] += counts[k]
