@@ -8,7 +8,7 @@ the manifest; classes absent from the whole set are left out of the mean.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,22 @@ class IntrinsicSettings:
     inverse: str = "exact"
     source_mpp: float = 0.5
     slide_mpp: float | None = None
+    model: str | None = None  # learned: the trained run (its density net and grid code)
 
 
-def run_intrinsic(manifest: str | Path, config: Config, settings: IntrinsicSettings) -> dict:
-    """Run the study over a manifest; return a JSON-able report (totals and per row)."""
+def run_intrinsic(
+    manifest: str | Path, config: Config, settings: IntrinsicSettings, model: Any = None
+) -> dict:
+    """Run the study over a manifest; return a JSON-able report (totals and per row).
+
+    ``model`` (a ``DownsampleSegmenter``, sampler ``learned``): its density net on each
+    region's X_lr and its own grid code give the grid; the segmenter is not run.
+    """
     rows = read_manifest(manifest, config, require_masks=True, slide_mpp=settings.slide_mpp)
     total = np.zeros((config.num_classes, config.num_classes + 1), dtype=np.int64)
     per_row, sampled, pixels = [], 0, 0
     for row in rows:
-        counts, row_sampled, row_pixels, n_regions = _row_counts(row, config, settings)
+        counts, row_sampled, row_pixels, n_regions = _row_counts(row, config, settings, model)
         total += counts
         sampled, pixels = sampled + row_sampled, pixels + row_pixels
         per_row.append(
@@ -79,7 +86,7 @@ def _summary(counts: np.ndarray, config: Config) -> dict[str, Any]:
 
 
 def _row_counts(
-    row: ManifestRow, config: Config, settings: IntrinsicSettings
+    row: ManifestRow, config: Config, settings: IntrinsicSettings, model: Any = None
 ) -> tuple[np.ndarray, int, int, int]:
     """Sum of confusion counts over the row's tissue regions, with sample and pixel totals."""
     from wsi_downsample.deformation.budget import budget_shape, parse_budget
@@ -100,6 +107,14 @@ def _row_counts(
         ds = mask.level_downsamples[level]
         for region in regions:
             labels = _region_labels(mask, region, level, ds, lut, row, config)
+            if model is not None:
+                frame = float(getattr(mask, "frame_downsample", 1.0)) * ds
+                grid = _learned_grid(model, slide, region)
+                _check_budget(grid.shape[:2], labels.shape, model.budget, row, region.index)
+                counts += _learned_counts(grid, region, labels, frame, settings, config)
+                shape = grid.shape[:2]
+                sampled, pixels = sampled + shape[0] * shape[1], pixels + labels.size
+                continue
             shape = budget_shape(budget, labels.shape)
             _check_budget(shape, labels.shape, budget, row, region.index)
             counts += intrinsic_counts(
@@ -118,6 +133,53 @@ def _row_counts(
             sampled += shape[0] * shape[1]
             pixels += labels.size
     return counts, sampled, pixels, len(regions)
+
+
+def _learned_grid(model: Any, slide: Any, region: Any) -> Any:
+    """A trained density's level-0 grid for a region (region orientation): the model's own
+    ``prepare_region`` -> ``density_of`` (the net on X_lr) -> ``grid_of``.
+
+    Shape: ``-> (h, w, 2)`` float64.
+    """
+    import torch
+
+    from wsi_downsample.models import prepare_region
+
+    with torch.inference_mode():
+        item = prepare_region(
+            slide, region, budget=model.budget, density_fraction=model.density_fraction
+        )
+        grid = model.grid_of(model.density_of(item), item)
+        return item.view.grid_from_view(grid.cpu()).to(torch.float64)
+
+
+def _learned_counts(
+    grid: Any,
+    region: Any,
+    labels: np.ndarray,
+    label_ds: float,
+    settings: IntrinsicSettings,
+    config: Config,
+) -> np.ndarray:
+    """IoU(Y',Y) counts of a grid: the label array (the region box at ``label_ds`` slide
+    pixels per pixel) sampled at the grid (nearest) and inverted back onto itself."""
+    import torch
+
+    from wsi_downsample.deformation.inverse import invert_labels, scatter_nearest_inverse
+    from wsi_downsample.deformation.sampler import sample_labels
+    from wsi_downsample.metrics import confusion_counts
+
+    origin = torch.tensor([region.x0, region.y0], dtype=torch.float64)
+    local = (grid - origin) / label_ds  # label-array pixel coordinates
+    lab = torch.from_numpy(np.array(labels, copy=True))
+    sampled = sample_labels(lab[None], local[None])[0].numpy()
+    if settings.inverse == "scatter":
+        recon = scatter_nearest_inverse(sampled, local.numpy(), labels.shape)
+    else:
+        recon = invert_labels(
+            sampled, local, labels.shape, num_classes=config.num_classes, ignore_index=IGNORE
+        )
+    return confusion_counts(recon, labels, config.num_classes, ignore_index=IGNORE)
 
 
 def _check_budget(
@@ -181,6 +243,7 @@ def intrinsic_from_options(
     slide_mpp: float | None,
     output: Path | None,
     overwrite: bool = False,
+    model: Path | None = None,
 ) -> dict:
     """Resolve CLI options over the config (flags win), run the study, write the report."""
     from pipelines.config import load_config
@@ -188,8 +251,17 @@ def intrinsic_from_options(
 
     if output is not None:
         check_outputs([output], overwrite)
-    config = load_config(config_path)
     given = [b for b in (size_hw, dynamic, downsample) if b is not None]
+    if model is not None or sampler == "learned":
+        learned = _learned_settings(model, config_path, sampler, bool(given), inverse)
+        config, settings, loaded = learned
+        settings = replace(settings, source_mpp=source_mpp or settings.source_mpp)
+        settings = replace(settings, slide_mpp=slide_mpp)
+        report = run_intrinsic(manifest, config, settings, model=loaded.model)
+        if output is not None:
+            write_json_atomic(output, report, overwrite=overwrite)
+        return report
+    config = load_config(config_path)
     if len(given) > 1:
         raise ConfigError("give one budget: --size HxW, --dynamic SHORTxLONG or --downsample K")
     settings = IntrinsicSettings(
@@ -212,6 +284,43 @@ def intrinsic_from_options(
     if output is not None:
         write_json_atomic(output, report, overwrite=overwrite)
     return report
+
+
+def _learned_settings(
+    model: Path | None, config_path: Path | None, sampler: str | None, budget: bool, inverse: str
+) -> tuple[Config, IntrinsicSettings, Any]:
+    """The trained run's config (unless one is given), settings and loaded model: its
+    budget, density size and kernel are the model's."""
+    from pipelines.config import load_config
+    from pipelines.run_dir import load_model
+
+    if model is None:
+        raise ConfigError(
+            "the learned sampler needs a trained model (its density network)",
+            hint={"model": "RUN_DIR"},
+        )
+    if sampler not in (None, "learned"):
+        raise ConfigError(
+            f"a trained model gives the learned sampler, not {sampler!r}; drop the model or "
+            "choose the learned sampler",
+            hint={"sampler": "learned"},
+        )
+    if budget:
+        raise ConfigError("the learned sampler uses the model's own budget; give no budget")
+    loaded = load_model(model)
+    net = loaded.model
+    config = load_config(config_path) if config_path is not None else loaded.config
+    settings = IntrinsicSettings(
+        sampler="learned",
+        budget=str(net.budget),
+        density_fraction=net.density_fraction,
+        sigma=net.sigma,
+        radius=net.radius,
+        inverse=inverse,
+        source_mpp=net.source_mpp,
+        model=str(model),
+    )
+    return config, settings, loaded
 
 
 def _budget_text(
