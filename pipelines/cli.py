@@ -344,7 +344,7 @@ def intrinsic(as_json: bool, **options: Any) -> None:
 @click.option("--slides", "manifest", required=True, type=click.Path(path_type=Path))
 @click.option("--model", type=click.Path(path_type=Path), help="Run directory or checkpoint.")
 @click.option("--pred-dir", type=click.Path(path_type=Path), help="Folder of infer outputs.")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="last")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test")
 @click.option("--fold", type=click.IntRange(min=0), default=None, help="Score fold K's rows.")
 @click.option("--output-downsample", default=None, help="D (default: the source level's).")

@@ -194,7 +194,7 @@ def evaluate_model(
     model_path: str | Path,
     settings: EvaluateSettings,
     *,
-    checkpoint: str = "last",
+    checkpoint: str = "best",
     device: str = "cpu",
     loaded: Any = None,
     predictor: RegionFn | None = None,
