@@ -1,0 +1,64 @@
+"""Every model/sampler/deformation/loss/train key reaches the object that uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipelines.config import load_config
+from pipelines.run_dir import build_model
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_pca_histo_config_is_the_papers_setting():
+    config = load_config(CONFIGS / "pca_histo.yaml")
+    raw = yaml.safe_load((CONFIGS / "pca_histo.yaml").read_text())
+    assert raw["sampler"]["level_choice"] == "fixed"  # set explicitly, stored in checkpoints
+    assert (config.model.arch, config.model.stem_stride) == ("hrnet_w48", 1)
+    assert (config.sampler.dynamic, config.sampler.density_fraction) == ("80x800", 0.25)
+    assert (config.train.epochs, config.train.batch_size, config.loss.gamma) == (250, 2, 100.0)
+    assert config.num_classes == 6 and config.train.flips
+
+
+def test_model_and_density_keys_reach_the_model(tmp_path):
+    overrides = {
+        "sampler.name": "learned",
+        "sampler.padding": "reflect",
+        "sampler.level_choice": "adaptive",
+        "sampler.sigma": 3.0,
+        "sampler.radius": 6,
+        "sampler.density_fraction": 0.5,
+        "sampler.dynamic": "40x400",
+        "deformation.widths": [8, 4],
+        "deformation.activation": "relu6",
+        "loss.edge_sigma": 2.0,
+        "data.source_mpp": 1.0,
+        "model.stem_stride": 1,
+    }
+    model = build_model(load_config(None, overrides))
+    assert (model.padding, model.level_choice, model.sigma, model.radius) == (
+        "reflect",
+        "adaptive",
+        3.0,
+        6,
+    )
+    assert (model.density_fraction, str(model.budget)) == (0.5, "dynamic:40x400")
+    assert (model.edge_sigma, model.source_mpp, model.segmenter.multiple) == (2.0, 1.0, 8)
+    convs = [m for m in model.density.net.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 4]
+    assert isinstance(model.density.net.features[2], torch.nn.ReLU6)
+    edge = build_model(
+        load_config(None, {"sampler.edge_blur": 2.5, "sampler.edge_floor": 0.5}), "edge"
+    )
+    assert (edge.density.blur, edge.density.floor) == (2.5, 0.5)
+
+
+def test_unknown_arch_in_a_config_lists_the_known_ones():
+    from wsi_downsample.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hrnet_w18_small"):
+        load_config(None, {"model.arch": "hrnet_w64"})
