@@ -139,7 +139,7 @@ def launch_torchrun(nproc: int, argv: list[str]) -> Path:
         if not arg.startswith("--nproc="):
             args.append(arg)
     torchrun = shutil.which("torchrun") or "torchrun"
-    cmd = [torchrun, f"--nproc-per-node={nproc}", "-m", "pipelines.train", *args]
+    cmd = [torchrun, "--standalone", f"--nproc-per-node={nproc}", "-m", "pipelines.train", *args]
     code = subprocess.call(cmd)
     if code != 0:
         raise SystemExit(code)
