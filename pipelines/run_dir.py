@@ -34,6 +34,7 @@ __all__ = [
     "build_model",
     "config_to_dict",
     "config_from_dict",
+    "check_run_dir",
     "prepare_run_dir",
     "save_checkpoint",
     "read_checkpoint",
@@ -116,10 +117,28 @@ def build_model(config: Config, sampler: str | None = None):  # -> DownsampleSeg
     )
 
 
+def check_run_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Fail early: an existing run directory needs resuming or overwriting; resuming needs
+    ``last.pt``."""
+    path = Path(path)
+    if resume:
+        if not (path / "last.pt").is_file():
+            raise ConfigError(
+                f"{path}: nothing to resume (no last.pt); start the run without resuming",
+                hint={"resume": False},
+            )
+    elif path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path} exists already (a previous run?); resume it or replace it",
+            hint={"resume": True, "overwrite": True},
+        )
+
+
 def prepare_run_dir(path: Path, config: Config, *, resume: bool, overwrite: bool) -> Path:
     """Create the run directory with its ``config.yaml``; refuse an existing one unless
     resuming (which needs its ``last.pt``) or overwriting (which replaces it whole)."""
     path = Path(path)
+    check_run_dir(path, resume=resume, overwrite=overwrite)
     if resume:
         if not (path / "last.pt").is_file():
             raise ConfigError(

@@ -19,7 +19,7 @@ import torch
 
 from pipelines import distributed as ddp
 from pipelines.config import Config, load_config
-from pipelines.run_dir import prepare_run_dir, read_checkpoint
+from pipelines.run_dir import check_run_dir, prepare_run_dir, read_checkpoint
 from wsi_downsample.errors import ConfigError
 
 __all__ = ["resolve_device", "run_train", "train_from_options", "launch_torchrun", "main"]
@@ -69,12 +69,13 @@ def run_train(
     _set_threads(config)
     run_dir = Path(output)
     try:
+        check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before any work
+        trainer = Trainer.create(
+            manifest, config, run_dir, device, fold=fold, skip_errors=skip_errors
+        )  # validates the manifest and finds regions: bad input leaves no run directory
         if ddp.is_main():
             prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
         ddp.barrier()
-        trainer = Trainer.create(
-            manifest, config, run_dir, device, fold=fold, skip_errors=skip_errors
-        )
         if resume:
             trainer.load_state(read_checkpoint(run_dir, checkpoint="last"))
         if progress is None:

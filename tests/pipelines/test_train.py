@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from pipelines.cli import cli
@@ -139,7 +141,7 @@ def test_empty_train_split_is_one_line(manifest, tmp_path):
     args = ["train", "--slides", str(only_val), "-o", str(tmp_path / "r"), "--config", str(config)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "empty training set" in result.output
-    assert not (tmp_path / "r").exists() or not (tmp_path / "r" / "last.pt").exists()
+    assert not (tmp_path / "r").exists()  # bad input leaves no run directory
 
 
 def test_nan_loss_stops_naming_step_and_region_and_keeps_the_last_checkpoint(
@@ -186,3 +188,58 @@ def _train_regions(manifest) -> int:
 
     config = load_config()
     return len(find_regions(split_rows(read_manifest(manifest, config), None, manifest)[0], config))
+
+
+def test_killed_run_leaves_no_half_written_checkpoint_and_resumes(manifest, tmp_path, monkeypatch):
+    import pipelines.run_dir as run_dir
+
+    config = write_config(tmp_path / "c.yaml", train={"epochs": 2, "steps": 1, "batch_size": 1})
+    original, calls = run_dir.torch.save, []
+
+    def killed_on_epoch_two(obj, path):
+        calls.append(obj["epoch"])
+        if obj["epoch"] == 2:
+            Path(path).write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt
+        original(obj, path)
+
+    monkeypatch.setattr(run_dir.torch, "save", killed_on_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        _train(manifest, tmp_path, "run", config)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt",
+        "config.yaml",
+        "last.pt",
+        "metrics.csv",
+    ]
+    assert read_checkpoint(run, checkpoint="last")["epoch"] == 1
+    monkeypatch.setattr(run_dir.torch, "save", original)
+    _train(manifest, tmp_path, "run", config, resume=True)
+    assert read_checkpoint(run, checkpoint="last")["epoch"] == 2
+
+
+def test_bad_masks_are_one_line_errors(manifest, tmp_path):
+    from pipelines.synth import run_synth
+
+    config = write_config(tmp_path / "c.yaml")
+    other = run_synth(tmp_path / "other", (1024, 1024), count=1, seed=5, progress=False)
+    mismatched = rewrite_manifest(
+        manifest,
+        tmp_path / "m.csv",
+        mask_path=[str(other.parent / "synthetic_000.mask.ome.tif")] * 2,
+    )
+    args = ["train", "-o", str(tmp_path / "r"), "--config", str(config), "--slides"]
+    result = CliRunner().invoke(cli, [*args, str(mismatched)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "1024x1024" in result.output and "2048x1536" in result.output
+    partial = yaml.safe_load(config.read_text()) | {
+        "label_maps": {"partial": {0: "background", 1: "benign"}}
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(partial))
+    mapped = rewrite_manifest(manifest, tmp_path / "p.csv", label_map=["partial", "partial"])
+    args = ["train", "--slides", str(mapped), "-o", str(tmp_path / "r"), "--config"]
+    result = CliRunner().invoke(cli, [*args, str(tmp_path / "p.yaml")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "label map" in result.output and "synthetic_000" in result.output
+    assert not (tmp_path / "r").exists()
