@@ -416,6 +416,16 @@ def infer(**options: Any) -> None:
     click.echo(infer_from_options(**options))
 
 
+@cli.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("out/demo"))
+@click.option("--quick", is_flag=True, help="Under a minute, one model, no comparison (tests).")
+def demo(output: Path, quick: bool) -> None:
+    """Synthetic slides -> uniform + learned models -> QuPath-ready outputs (out/demo)."""
+    from pipelines.demo import run_demo
+
+    run_demo(output, quick=quick, progress=sys.stderr.isatty(), echo=click.echo)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="wsi-seg")
