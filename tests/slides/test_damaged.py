@@ -140,3 +140,22 @@ def test_tiffslide_refusal_hints_the_openslide_backend(tmp_path, monkeypatch) ->
     assert err.value.hint == {"backend": "openslide"} and "backend=" not in err.value.message
     with open_slide(path) as slide:  # auto falls back to OpenSlide
         assert slide.backend == "openslide" and slide.mpp == Mpp(0.5, 0.5)
+
+
+def test_openslide_reads_tiff_tiles_natively_and_falls_back(tmp_path, monkeypatch) -> None:
+    from slide_testkit import write_pyramid_tiff
+
+    from wsi_downsample.slides.openslide import OpenSlideReader
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    path = write_pyramid_tiff(tmp_path / "p.tif", image, factors=(1, 2), tile=64)
+    with open_slide(path, backend="openslide") as os_, open_slide(path) as ts:
+        assert os_.vendor == "generic-tiff" and os_._tiles is not None
+        for level, (r, c) in [(0, (4, 3)), (1, (2, 1))]:
+            assert np.array_equal(os_.read_tile(level, r, c), ts.read_tile(level, r, c))
+        assert np.array_equal(os_.read_region((10, 20), 0, (150, 90)), image[20:110, 10:160])
+    # a first tile that decodes differently from OpenSlide's: stay on read_region
+    monkeypatch.setattr(OpenSlideReader, "_read_rgb", lambda self, *a: np.zeros((1, 1, 3)))
+    with OpenSlideReader(path) as os_:
+        assert os_._tiles is None

@@ -18,6 +18,7 @@ from wsi_downsample.slides._common import (
     ReaderBase,
     WindowLevel,
     composite_on_white,
+    to_rgb,
 )
 from wsi_downsample.slides._tiff import TiffTiles, is_tiff, open_tiff
 from wsi_downsample.slides.base import LazyLevel
@@ -28,10 +29,17 @@ __all__ = ["OpenSlideReader"]
 class OpenSlideReader(ReaderBase):
     """A slide read with OpenSlide.
 
-    ``level_array(k)`` is a lazy view whose slices call ``read_region`` on that window;
-    ``read_tile`` reads one tile-aligned window; ``tile_nbytes`` comes from the TIFF page
-    of the same size when the file is a TIFF (SVS, generic TIFF), else 0.
+    Aperio SVS and generic TIFFs whose every level is a tiled TIFF page of the level's size
+    and tile shape are read natively, tile by tile (``_tiff.TiffTiles``, 10-30x faster than a
+    ``read_region`` per tile, same pixels: checked on one tile at open); their ``read_region``
+    then returns the stored pixels of every level, as tiffslide does, where OpenSlide would
+    resample a level whose downsample is not an integer. Other formats: ``level_array(k)`` is
+    a lazy view whose slices call ``read_region`` on that window and ``read_tile`` reads one
+    tile-aligned window. ``tile_nbytes`` comes from the matching TIFF page, else 0.
     """
+
+    #: OpenSlide vendors that store plain tiles in TIFF pages (no overlaps, no sparse fill)
+    NATIVE_VENDORS = frozenset({"aperio", "generic-tiff"})
 
     backend = "openslide"
 
@@ -51,7 +59,23 @@ class OpenSlideReader(ReaderBase):
         mx, my = props.get("openslide.mpp-x"), props.get("openslide.mpp-y")
         self._file_mpp = Mpp(float(mx), float(my or mx)) if mx else None
         self._tiff_tiles: TiffTiles | None = None
+        self._tiff_file: Any = None
         self._tiff_looked_up = False
+        if self.vendor in self.NATIVE_VENDORS and self._native_tiles_agree():
+            self._tiles = self._tiff_tiles
+
+    def _native_tiles_agree(self) -> bool:
+        """Whether every level has a matching TIFF page and its first tile decodes to what
+        OpenSlide reads (else stay on ``read_region``)."""
+        try:
+            tiles = self._lookup_tiff_tiles()
+            if tiles is None:
+                return False
+            y0, y1, x0, x1 = self.tile_bounds(0, 0, 0)
+            native = to_rgb(tiles.decode(0, 0, 0))
+        except Exception:  # noqa: BLE001 - any doubt: OpenSlide's own path
+            return False
+        return bool(np.array_equal(native, self._read_rgb(0, y0, y1, x0, x1)))
 
     def level_array(self, level: int) -> LazyLevel:
         level = self.check_level(level)
@@ -82,17 +106,20 @@ class OpenSlideReader(ReaderBase):
         return tiles.nbytes(level, tile_row, tile_col) if tiles else 0
 
     def _lookup_tiff_tiles(self) -> TiffTiles | None:
-        """Match every level to a tiled TIFF page of the same size and tile shape."""
+        """Match every level to a tiled TIFF page of the same size and tile shape (the TIFF
+        stays open while the reader is: decoding a page may read its header again)."""
         if not self._tiff_looked_up:
             self._tiff_looked_up = True
             if is_tiff(self.path):
-                with open_tiff(self.path) as tf:
-                    pages = [
-                        _find_page(tf, s, t)
-                        for s, t in zip(self._shapes_hw, self._tiles_hw, strict=True)
-                    ]
+                tf = open_tiff(self.path)
+                pages = [
+                    _find_page(tf, s, t)
+                    for s, t in zip(self._shapes_hw, self._tiles_hw, strict=True)
+                ]
                 if all(p is not None for p in pages):
-                    self._tiff_tiles = TiffTiles(self.path, pages)
+                    self._tiff_tiles, self._tiff_file = TiffTiles(self.path, pages), tf
+                else:
+                    tf.close()
         return self._tiff_tiles
 
     @property
@@ -119,6 +146,8 @@ class OpenSlideReader(ReaderBase):
         super().close()
         if self._tiff_tiles is not None:
             self._tiff_tiles.close()
+        if self._tiff_file is not None:
+            self._tiff_file.close()
         self._slide.close()
 
 
