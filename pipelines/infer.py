@@ -257,27 +257,41 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _amp_segmenter(model: Any) -> None:
+    """Run only the segmenter under float16 autocast (CUDA): the density, the grid (level-0
+    coordinates up to ~1e5 px) and the sampling stay in full precision."""
+    import torch
+    from torch import nn
+
+    class _Autocast(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner, self.multiple = inner, getattr(inner, "multiple", 1)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cuda", dtype=torch.float16):
+                return self.inner(image)
+
+    if type(model.segmenter).__name__ != "_Autocast":  # wrap once
+        model.segmenter = _Autocast(model.segmenter)
+
+
 def model_predictor(model: Any, device: str) -> Predictor:
     """``predict(slide, region)`` of a composed model: a slide sampler with the model's level
-    choice and source mpp per region, no gradients, AMP (float16) on CUDA."""
-    import contextlib
-
+    choice and source mpp per region, no gradients, AMP (float16 segmenter) on CUDA."""
     import torch
 
     from wsi_downsample.deformation import SlideSampler
 
+    if device.startswith("cuda"):
+        _amp_segmenter(model)
+
     def predict(slide: Any, region: Region) -> Any:
-        amp = (
-            torch.autocast("cuda", dtype=torch.float16)
-            if device.startswith("cuda")
-            else contextlib.nullcontext()
-        )
         with (
             SlideSampler(
                 slide, level_choice=model.level_choice, source_mpp=model.source_mpp
             ) as sampler,
             torch.inference_mode(),
-            amp,
         ):
             return model.predict_region(slide, region, sampler=sampler)
 

@@ -268,3 +268,22 @@ def test_sampler_override(random_model):
         use_sampler(random_model.model, "edge")
     use_sampler(random_model.model, "learned")  # the model's own: nothing to do
     assert random_model.model.density_name == "learned"
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_amp_wraps_only_the_segmenter_once(random_model):
+    import copy
+
+    import torch
+
+    from pipelines.infer import _amp_segmenter
+
+    model = copy.deepcopy(random_model.model)
+    x = torch.rand(3, 64, 96)
+    before = model.segment([x])
+    _amp_segmenter(model)
+    _amp_segmenter(model)
+    assert type(model.segmenter).__name__ == "_Autocast"
+    assert type(model.segmenter.inner).__name__ != "_Autocast"
+    assert model.multiple == random_model.model.multiple
+    assert torch.equal(model.segment([x]), before)  # autocast is off on the CPU
