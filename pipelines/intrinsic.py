@@ -68,6 +68,7 @@ def run_intrinsic(
         "absent_classes": "classes with no pixel in labels or reconstructions are left out",
         "sampled_fraction": sampled / max(pixels, 1),
         **_summary(total, config),
+        "counts": total.tolist(),  # (C, C + 1): rows label, columns Y', last: no Y'
         "rows": per_row,
     }
     return report
