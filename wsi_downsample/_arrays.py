@@ -7,14 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from torch import Tensor
 
 __all__ = ["as_numpy", "as_pair"]
 
 
 def as_numpy(values: Any) -> np.ndarray:
-    """A tensor (detached, on the CPU) or array-like as a numpy array (no copy when possible)."""
-    return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    """A tensor (detached, on the CPU) or array-like as a numpy array (no copy when possible).
+
+    Duck-typed (``detach``), so importing this module does not import torch.
+    """
+    if hasattr(values, "detach"):
+        return values.detach().cpu().numpy()  # type: ignore[no-any-return]
+    return np.asarray(values)
 
 
 def as_pair(
