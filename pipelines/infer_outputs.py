@@ -72,9 +72,9 @@ def _region_record(r: Any, counts: np.ndarray, classes: Any, pixel_um2: float) -
     }
 
 
-def _write_sampling(path: Any, results: Sequence[Any]) -> None:
-    """Per region: box, task shape, grid, density, read stats, warped argmax (uint8)."""
-    arrays: dict[str, Any] = {"regions": np.array(len(results))}
+def _write_sampling(path: Any, results: Sequence[Any], budget: str) -> None:
+    """The budget; per region: box, task shape, grid, density, read stats, warped argmax."""
+    arrays: dict[str, Any] = {"regions": np.array(len(results)), "budget": np.array(budget)}
     for r in results:
         pred, key = r.prediction, f"r{r.region.index}_"
         probs = np.asarray(pred.probs)
@@ -136,7 +136,8 @@ def write_outputs(
             t0 = time.perf_counter()
             _write_preview(out.path(paths.preview), canvas, slide, results, classes)
             timings["write_preview"] = time.perf_counter() - t0
-        _write_sampling(out.path(paths.sampling), results)
+        budget = str(settings.model_info.get("budget", ""))
+        _write_sampling(out.path(paths.sampling), results, budget)
         record = classes_record(
             classes,
             slide_mpp=mpp,

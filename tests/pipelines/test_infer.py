@@ -113,7 +113,7 @@ def test_sidecars(auto_run):
     assert [c["name"] for c in classes["classes"]][:2] == ["background", "benign"]
     assert classes["slide_mpp"] == 0.5 and classes["output_downsample"] == 2
     npz = np.load(out.with_name("s1.mask.sampling.npz"))
-    assert int(npz["regions"]) == 3
+    assert int(npz["regions"]) == 3 and str(npz["budget"]) == ""  # no model: no budget
     grid, pred = npz["r0_grid"], npz["r0_pred"]
     assert grid.shape[:2] == pred.shape and grid.shape[2] == 2 and pred.dtype == np.uint8
     x0, y0, x1, y1 = npz["r0_box_xyxy"]
@@ -258,6 +258,7 @@ def test_random_model_end_to_end(synth, tmp_path, random_model):
     assert s["model"]["density"] == "learned" and s["model"]["level_choice"] == "fixed"
     assert all(r["task_hw"][0] == 80 for r in s["regions"])  # dynamic 80x800 budget
     assert s["bytes_decoded"] > 0 and s["timings"]["model"] > 0
+    assert str(np.load(out.with_name("m.mask.sampling.npz"))["budget"]) == "dynamic:80x800"
     assert tifffile.imread(out).shape == tuple(s["mask_shape_hw"])
 
 
