@@ -165,17 +165,18 @@ class Trainer:
         torch.set_rng_state(payload["torch_rng"])
 
     def fit(self, *, progress: bool = False) -> None:
-        """Run the remaining epochs; validate every ``val_every`` epochs and at the end."""
+        """Run the remaining epochs; validate every ``val_every`` epochs and after the last
+        one (unless ``val_every`` exceeds the epochs). ``best`` is the best-scoring epoch, or
+        the latest one while nothing has been scored."""
         epochs = self.config.train.epochs
         for epoch in range(self.epoch, epochs):
             self.shard.set_epoch(epoch)
             self.train_set.set_epoch(epoch)
             row = self.train_epoch(epoch, progress)
             self.scheduler.step()
-            last = epoch + 1 == epochs
-            if self.val_set is not None and (
-                (epoch + 1) % self.config.train.val_every == 0 or last
-            ):
+            every = self.config.train.val_every
+            due = (epoch + 1) % every == 0 or (epoch + 1 == epochs and every <= epochs)
+            if self.val_set is not None and due:
                 from pipelines.validation import validate
 
                 row |= validate(self.core, self.val_set, self.slides, self.config)
@@ -186,9 +187,10 @@ class Trainer:
 
     def _checkpoint(self, row: dict[str, Any]) -> None:
         score = row.get(BEST_METRIC)
-        improved = self.val_set is None or (
-            score is not None and not math.isnan(score) and score > self.best
-        )
+        if score is None:  # not validated (yet): best follows last until a score exists
+            improved = self.best == -math.inf
+        else:
+            improved = not math.isnan(score) and score > self.best
         if improved and score is not None:
             self.best = float(score)
         if ddp.is_main():

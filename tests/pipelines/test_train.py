@@ -243,3 +243,12 @@ def test_bad_masks_are_one_line_errors(manifest, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "label map" in result.output and "synthetic_000" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_without_a_validation_pass_best_follows_last(manifest, tmp_path):
+    config = write_config(tmp_path / "c.yaml", train={"epochs": 1, "val_every": 2})
+    run = _train(manifest, tmp_path, "run", config)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert not any(key.startswith("val_") for key in rows[0])
+    best, last = (read_checkpoint(run, checkpoint=c) for c in ("best", "last"))
+    assert best["epoch"] == last["epoch"] == 1 and best["best"] == -float("inf")
