@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from pipelines.config import Config
 from pipelines.manifest import ManifestRow
@@ -30,6 +31,7 @@ __all__ = [
     "RegionDataset",
     "OpenSlides",
     "collate_items",
+    "EpochIndices",
     "stain_jitter",
 ]
 
@@ -170,9 +172,11 @@ class RegionDataset(Dataset):
             self._readers = _ReaderCache()
         return self._readers.get(record)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``dataset[index]`` at the current epoch, or ``dataset[(epoch, index)]``."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         try:
-            return {"index": index, "item": self._prepare(index)}
+            return {"index": index, "item": self._prepare(index, epoch)}
         except (WsiSegError, OSError) as exc:
             record = self.records[index]
             message = f"{record.slide_path} (region {record.region.index}): {exc}"
@@ -185,12 +189,12 @@ class RegionDataset(Dataset):
                 ) from exc
             return {"index": index, "error": message}
 
-    def _prepare(self, index: int) -> Any:
+    def _prepare(self, index: int, epoch: int) -> Any:
         from wsi_downsample.models import RegionView, prepare_region
 
         record = self.records[index]
         slide, mask = self.readers(record)
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+        rng = np.random.default_rng((self.seed, epoch, index))
         flip_x, flip_y = (bool(v) for v in rng.integers(0, 2, 2)) if self.flips else (False,) * 2
         view = RegionView.of(
             record.region, landscape=self.budget.mode != "fixed", flip_x=flip_x, flip_y=flip_y
@@ -205,6 +209,24 @@ class RegionDataset(Dataset):
             lut=self.luts[record.label_map],
             known_values=self.known[record.label_map],
         )
+
+
+class EpochIndices(Sampler):
+    """Yields ``(epoch, index)`` from a (distributed) sampler, so that workers that outlive an
+    epoch (persistent workers hold their own dataset copy) still draw that epoch's flips."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard, self.epoch = shard, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.shard.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, int(i)) for i in self.shard)
+
+    def __len__(self) -> int:
+        return len(self.shard)
 
 
 def collate_items(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:

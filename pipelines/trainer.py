@@ -15,6 +15,7 @@ import torch
 from pipelines import distributed as ddp
 from pipelines.config import IGNORE, Config
 from pipelines.data import (
+    EpochIndices,
     OpenSlides,
     RegionDataset,
     collate_items,
@@ -328,8 +329,10 @@ def _loader(dataset: RegionDataset, config: Config) -> tuple[Any, Any]:
     from torch.utils.data.distributed import DistributedSampler
 
     t = config.train
-    shard = DistributedSampler(
-        dataset, num_replicas=ddp.world_size(), rank=ddp.rank(), shuffle=True, seed=t.seed
+    shard = EpochIndices(
+        DistributedSampler(
+            dataset, num_replicas=ddp.world_size(), rank=ddp.rank(), shuffle=True, seed=t.seed
+        )
     )
     kwargs: dict[str, Any] = {}
     if t.num_workers > 0:

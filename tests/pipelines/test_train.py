@@ -168,10 +168,10 @@ def test_failing_slide_aborts_naming_it_or_is_skipped(manifest, tmp_path, monkey
 
     original = RegionDataset._prepare
 
-    def flaky(self, index):
+    def flaky(self, index, epoch):
         if index == 0:
             raise OSError("tile 3 is truncated")
-        return original(self, index)
+        return original(self, index, epoch)
 
     monkeypatch.setattr(RegionDataset, "_prepare", flaky)
     config = write_config(tmp_path / "c.yaml", train={"steps": 2, "batch_size": 3})
