@@ -115,7 +115,8 @@ def train_from_options(
     this command under torchrun."""
     config = load_config(config_path, _overrides(options))
     if nproc > 1:
-        return launch_torchrun(nproc, sys.argv[1:])
+        launch_torchrun(nproc, sys.argv[1:])
+        return output
     return run_train(
         manifest,
         config,
@@ -127,10 +128,11 @@ def train_from_options(
     )
 
 
-def launch_torchrun(nproc: int, argv: list[str]) -> Path:
-    """Run ``torchrun --nproc-per-node N -m pipelines.train ARGV`` (without ``--nproc``)."""
+def launch_torchrun(nproc: int, argv: list[str]) -> None:
+    """Run ``torchrun --nproc-per-node N -m pipelines.train ARGS``: the train command's own
+    arguments (after ``train``) without ``--nproc``."""
     args, skip = [], False
-    for arg in argv[1:] if argv and argv[0] == "train" else argv:
+    for arg in argv[argv.index("train") + 1 :] if "train" in argv else argv:
         if skip:
             skip = False
             continue
@@ -144,7 +146,6 @@ def launch_torchrun(nproc: int, argv: list[str]) -> Path:
     code = subprocess.call(cmd)
     if code != 0:
         raise SystemExit(code)
-    return Path()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -75,7 +75,9 @@ def test_two_gloo_ranks_match_one_process_with_both_shards(tmp_path):
     assert any(torch.equal(ddp["model"][k], reference[k]) is not False for k in reference)
 
 
-@pytest.mark.parametrize("argv", [["train", "--nproc", "2", "-o", "x"], ["--nproc=2", "-o", "x"]])
+@pytest.mark.parametrize(
+    "argv", [["--debug", "train", "--nproc", "2", "-o", "x"], ["--nproc=2", "-o", "x"]]
+)
 def test_nproc_relaunches_under_torchrun_without_the_flag(argv, monkeypatch):
     import pipelines.train as train
 
