@@ -252,3 +252,16 @@ def test_without_a_validation_pass_best_follows_last(manifest, tmp_path):
     assert not any(key.startswith("val_") for key in rows[0])
     best, last = (read_checkpoint(run, checkpoint=c) for c in ("best", "last"))
     assert best["epoch"] == last["epoch"] == 1 and best["best"] == -float("inf")
+
+
+def test_train_keys_reach_the_optimiser_schedule_and_loader(manifest, tmp_path):
+    from pipelines.trainer import Trainer
+
+    train = {"lr": 3e-4, "weight_decay": 2e-5, "lr_step": 7, "lr_gamma": 0.5, "steps": 1}
+    config = load_config(write_config(tmp_path / "c.yaml", train=train | {"batch_size": 1}))
+    trainer = Trainer.create(manifest, config, tmp_path, torch.device("cpu"))
+    group = trainer.optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"]) == (3e-4, 2e-5)
+    assert (trainer.scheduler.step_size, trainer.scheduler.gamma) == (7, 0.5)
+    assert trainer.steps_per_epoch == 1 and trainer.loader.batch_size == 1
+    assert trainer.val_set is not None and not trainer.val_set.flips and trainer.train_set.flips

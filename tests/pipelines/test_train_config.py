@@ -62,3 +62,30 @@ def test_unknown_arch_in_a_config_lists_the_known_ones():
 
     with pytest.raises(ConfigError, match="hrnet_w18_small"):
         load_config(None, {"model.arch": "hrnet_w64"})
+
+
+def test_stain_jitter_is_differentiable_and_off_at_zero():
+    from pipelines.data import stain_jitter
+
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert stain_jitter(image, 0.0, gen) is image
+    out = stain_jitter(image, 0.2, gen)
+    assert out.shape == image.shape and 0 < (out - image).abs().max() < 0.5
+    out.sum().backward()
+    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
+
+
+def test_thread_and_device_keys(tmp_path):
+    from pipelines.train import _set_threads, resolve_device
+    from wsi_downsample.errors import ConfigError
+
+    config = load_config(None, {"train.threads": 1, "train.device": "cpu"})
+    _set_threads(config)
+    assert torch.get_num_threads() == 1
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:1")
