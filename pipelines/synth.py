@@ -28,6 +28,21 @@ def _check_shape(shape_hw: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
+def _check_budget_shape(shape_hw: tuple[int, int]) -> None:
+    """The budget preset's cores are 1 mm x >= 1.5 mm: refuse slides that cannot hold one."""
+    from wsi_downsample.synthetic.budget_layout import min_budget_shape
+
+    h, w = shape_hw
+    short, long = min_budget_shape(0.5)
+    if min(h, w) < short or max(h, w) < long:
+        fix = f"{short}x{long}" if h <= w else f"{long}x{short}"
+        raise BudgetError(
+            f"slide size {h}x{w} cannot hold a biopsy core of the budget preset (1 mm thick, "
+            f"at least 1.5 mm long at 0.5 um/px); use at least {fix} (HxW)",
+            hint={"shape_hw": fix},
+        )
+
+
 def run_synth(
     out_dir: str | os.PathLike[str],
     shape_hw: tuple[int, int] = (15360, 20480),
@@ -42,7 +57,9 @@ def run_synth(
 
     Slide ``i`` is ``synthetic_{i:03d}.svs`` (seed ``seed + i``) with its label mask
     ``synthetic_{i:03d}.mask.ome.tif``; ``manifest.csv`` lists them (relative paths,
-    splits ~60/20/20 train/val/test). The whole set appears at once or not at all
+    splits ~60/20/20 train/val/test). ``preset``: ``default`` (small glands in class
+    zones) or ``budget`` (PCa-Histo-like: 1 mm cores, lesion blobs of classes 1-5 in
+    class-0 stroma; at least 3200 x 6000 px). The whole set appears at once or not at all
     (an interrupted run leaves nothing); existing files are refused unless ``overwrite``.
     ``progress``: tqdm bars (None: on large slides, when writing to a terminal).
     Returns the manifest's path.
@@ -52,6 +69,8 @@ def run_synth(
         raise BudgetError(f"count must be 1..1000, got {count}")
     if preset not in PRESETS:
         raise BudgetError(f"unknown preset {preset!r}; available: {list(PRESETS)}")
+    if preset == "budget":
+        _check_budget_shape(shape_hw)
     out = Path(out_dir)
     names = [f"synthetic_{i:03d}" for i in range(count)]
     paths = [out / "manifest.csv"]

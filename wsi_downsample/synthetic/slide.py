@@ -7,17 +7,53 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from wsi_downsample._types import Region
+from wsi_downsample.errors import ConfigError
 from wsi_downsample.io.mask_tiff import atomic_path, write_label_tiff
+from wsi_downsample.synthetic.budget_layout import make_budget_layout
+from wsi_downsample.synthetic.budget_render import render_budget_labels, render_budget_rgb
 from wsi_downsample.synthetic.layout import CLASS_NAMES, Layout, make_layout
 from wsi_downsample.synthetic.render import render_labels, render_rgb
 from wsi_downsample.synthetic.svs import write_svs
 
-__all__ = ["SyntheticSlide", "write_synthetic_slide", "write_synthetic_set", "split_for"]
+__all__ = [
+    "PRESETS",
+    "SyntheticSlide",
+    "write_synthetic_slide",
+    "write_synthetic_set",
+    "split_for",
+]
+
+
+@dataclass(frozen=True)
+class _Preset:
+    """How a preset lays out a slide and renders a tile's labels and pixels."""
+
+    layout: Any
+    labels: Any
+    rgb: Any
+
+
+PRESETS = {
+    "default": _Preset(make_layout, render_labels, render_rgb),
+    "budget": _Preset(make_budget_layout, render_budget_labels, render_budget_rgb),
+}
+"""Synthetic slide presets: ``default`` (small glands in class zones along each core) and
+``budget`` (PCa-Histo-like regional lesions in stroma; see ``make_budget_layout``)."""
+
+
+def _preset(name: str) -> _Preset:
+    if name not in PRESETS:
+        raise ConfigError(
+            f"unknown synthetic preset {name!r}; available: {', '.join(PRESETS)}",
+            hint={"preset": "budget"},
+        )
+    return PRESETS[name]
+
 
 _MASK_TILE = 512
 _AUTO_PROGRESS_TILES = 4096  # progress=None shows a bar from this many level-0 tiles
@@ -44,15 +80,16 @@ class SyntheticSlide:
 class _LabelStats:
     """A tile reader of labels that also measures each core's box and area, and class counts."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, render: Any = render_labels) -> None:
         self.layout = layout
+        self.render = render
         n = len(layout.cores)
         self.box = np.array([[np.inf, np.inf, -np.inf, -np.inf]] * n)  # x0, y0, x1, y1
         self.area = np.zeros(n, np.int64)
         self.counts = np.zeros(len(CLASS_NAMES), np.int64)
 
     def __call__(self, y0: int, x0: int, h: int, w: int) -> np.ndarray:
-        tile = render_labels(self.layout, y0, x0, h, w)
+        tile = self.render(self.layout, y0, x0, h, w)
         self.counts += np.bincount(tile.labels.ravel(), minlength=len(CLASS_NAMES))
         for k in tile.cores:
             inside = tile.core == k
@@ -79,10 +116,14 @@ class _LabelStats:
         )
 
 
-def _mask_metadata(name: str, seed: int, shape_hw: tuple[int, int]) -> dict[str, object]:
-    """OME metadata of the mask: a UUID fixed by name, seed and size (identical bytes per
-    seed) and the class legend as a MapAnnotation."""
+def _mask_metadata(
+    name: str, seed: int, shape_hw: tuple[int, int], preset: str = "default"
+) -> dict[str, object]:
+    """OME metadata of the mask: a UUID fixed by name, seed, size and preset (identical
+    bytes per seed) and the class legend as a MapAnnotation."""
     key = f"wsi-seg/synthetic/{name}/{seed}/{shape_hw[0]}x{shape_hw[1]}"
+    if preset != "default":  # the default preset's UUIDs stay as they were
+        key += f"/{preset}"
     legend = {str(v): n for v, n in enumerate(CLASS_NAMES)}
     return {
         "UUID": str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
@@ -137,6 +178,7 @@ def write_synthetic_slide(
     n_regions: int | None = None,
     compression: Literal["jpeg", "zlib"] = "jpeg",
     progress: bool | None = None,
+    preset: str = "default",
 ) -> SyntheticSlide:
     """Write ``NAME.svs`` (H&E-like, Aperio layout) and ``NAME.mask.ome.tif`` (labels).
 
@@ -147,17 +189,19 @@ def write_synthetic_slide(
     and benign glands), 2 Gleason 3, 3 Gleason 4, 4 atrophy, 5 HGPIN glands (whole
     gland, rim and lumen). Every tile is computed on its own from the seed, so memory
     stays at a few tile rows at any size. ``progress``: None shows tqdm bars on large
-    slides when writing to a terminal.
+    slides when writing to a terminal. ``preset="budget"``: PCa-Histo-like slides instead
+    (1 mm cores, stroma = class 0, lesion blobs of classes 1-5; see ``make_budget_layout``).
 
     Returns
     -------
     SyntheticSlide
     """
+    kind = _preset(preset)
+    shape_hw = (int(shape_hw[0]), int(shape_hw[1]))
+    layout = kind.layout(shape_hw, seed, mpp, n_regions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shape_hw = (int(shape_hw[0]), int(shape_hw[1]))
-    layout = make_layout(shape_hw, seed, mpp, n_regions)
-    stats = _LabelStats(layout)
+    stats = _LabelStats(layout, kind.labels)
     mask_path = out / f"{name}.mask.ome.tif"
     write_label_tiff(
         mask_path,
@@ -167,7 +211,7 @@ def write_synthetic_slide(
         tile_size=_MASK_TILE,
         compression="deflate",
         pyramid="nearest",
-        metadata=_mask_metadata(name, seed, shape_hw),
+        metadata=_mask_metadata(name, seed, shape_hw, preset),
         progress=_progress(progress, shape_hw, _MASK_TILE),
     )
     label = _label_image(name, seed, shape_hw)
@@ -175,7 +219,7 @@ def write_synthetic_slide(
     write_svs(
         slide_path,
         shape_hw,
-        lambda y, x, h, w: render_rgb(layout, y, x, h, w)[0],
+        lambda y, x, h, w: kind.rgb(layout, y, x, h, w)[0],
         mpp=mpp,
         tile_size=tile_size,
         compression=compression,

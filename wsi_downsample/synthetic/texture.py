@@ -47,19 +47,19 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return rgba.view(np.uint32)[..., 0]
 
 
-def _periodic_noise(scale_px: float, seed: int, stream: int) -> np.ndarray:
-    """Smooth value noise in [0, 1] with features ~``scale_px``, periodic over PERIOD.
+def _periodic_noise(scale_px: float, seed: int, stream: int, period: int = PERIOD) -> np.ndarray:
+    """Smooth value noise in [0, 1] with features ~``scale_px``, periodic over ``period``.
 
-    Shape: ``(PERIOD, PERIOD)`` float32.
+    Shape: ``(period, period)`` float32.
     """
-    n = max(2, round(PERIOD / scale_px))
+    n = max(2, round(period / scale_px))
     lattice = uniform(np.arange(n)[:, None], np.arange(n)[None, :], seed, stream)
-    t = (np.arange(PERIOD) + 0.5) * n / PERIOD
+    t = (np.arange(period) + 0.5) * n / period
     i = np.floor(t).astype(np.int64)
     f = t - i
     s = (f * f * (3 - 2 * f)).astype(np.float32)
-    m = np.zeros((PERIOD, n), np.float32)
-    rows = np.arange(PERIOD)
+    m = np.zeros((period, n), np.float32)
+    rows = np.arange(period)
     m[rows, i % n] += 1 - s
     m[rows, (i + 1) % n] += s
     return m @ lattice @ m.T
