@@ -63,7 +63,7 @@ def _region_counts(
     grid = out.grid[0, :h, :w].detach().cpu()
     ds = config.train.val_output_downsample or source_downsample(image.slide, model.source_mpp)
     frame = OutputFrame.for_region(item.view.box, ds)
-    kw = {"origin_xy": frame.origin_xy, "downsample": ds}
+    kw: dict[str, Any] = {"origin_xy": frame.origin_xy, "downsample": ds}
     truth = _frame_labels(labels, frame)
     full = invert_grid(probs, grid, frame.shape_hw, **kw)
     recon = invert_labels(lab, grid, frame.shape_hw, num_classes=c, ignore_index=IGNORE, **kw)
