@@ -43,18 +43,17 @@ _QUPATH = (
 )
 
 
-def demo_config(repo_config: Path | None, plan: DemoPlan) -> Config:
-    """``configs/cpu_demo.yaml`` when present (else the defaults), sized by the plan."""
-    overrides: dict[str, Any] = {
-        "train.epochs": plan.epochs,
-        "train.steps": plan.steps,
-        "train.device": "cpu",
-    }
+def demo_config(repo_config: Path | None, plan: DemoPlan, *, quick: bool = False) -> Config:
+    """``configs/cpu_demo.yaml`` when present (its training length is kept, except in the
+    quick plan), else the defaults sized by the plan; always on the CPU."""
+    path = repo_config if repo_config is not None and repo_config.is_file() else None
+    overrides: dict[str, Any] = {"train.device": "cpu"}
+    if path is None or quick:
+        overrides |= {"train.epochs": plan.epochs, "train.steps": plan.steps}
     if plan.budget is not None:
         overrides["sampler.dynamic"] = plan.budget
     if len(plan.samplers) == 1:  # nothing to compare: no validation pass, keep the last
         overrides["train.val_every"] = plan.epochs + 1
-    path = repo_config if repo_config is not None and repo_config.is_file() else None
     return load_config(path, overrides)
 
 
@@ -117,7 +116,7 @@ def run_demo(
     from wsi_downsample.io.atomic import atomic_dir
 
     plan = PLANS["quick" if quick else "full"]
-    config = demo_config(config_path or _default_config_path(), plan)
+    config = demo_config(config_path or _default_config_path(), plan, quick=quick)
     final = Path(output)
     start = time.perf_counter()
     results: dict[str, Any] = {}
@@ -128,7 +127,8 @@ def run_demo(
         )
         row = _held_out(manifest, config)
         for name in plan.samplers:
-            echo(f"demo: training the {name} model ({plan.epochs} x {plan.steps} steps)")
+            train = config.train
+            echo(f"demo: training the {name} model ({train.epochs} epochs x {train.steps} steps)")
             results[name] = _train_and_infer(name, manifest, config, tmp, row, progress)
             results[name]["miou"] = _score(manifest, tmp / name, config, row.split)
     seconds = time.perf_counter() - start
