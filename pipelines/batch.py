@@ -5,6 +5,17 @@ slides are skipped; ``summary.csv`` lists every slide's status, seconds and area
 ``workers > 1`` slides run in parallel on a Dask ``LocalCluster`` (one process per worker),
 with ``scheduler`` on an existing cluster (e.g. dask-jobqueue's ``SLURMCluster``), and
 ``shard=(k, n)`` keeps every n-th slide from the k-th (0-based; SLURM job arrays).
+
+On a SLURM cluster, start the workers with dask-jobqueue and pass the scheduler's address::
+
+    from dask_jobqueue import SLURMCluster
+    cluster = SLURMCluster(cores=4, memory="16GB", walltime="02:00:00")
+    cluster.scale(jobs=8)
+    print(cluster.scheduler_address)  # -> wsi-seg infer --slides m.csv -o out --scheduler ADDR
+
+or run one shard per array task: ``wsi-seg infer --slides m.csv -o out
+--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` (``--array=0-N``; each shard writes
+``summary.shard-K-of-N.csv``).
 """
 
 from __future__ import annotations
