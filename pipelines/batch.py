@@ -14,7 +14,7 @@ On a SLURM cluster, start the workers with dask-jobqueue and pass the scheduler'
     print(cluster.scheduler_address)  # -> wsi-seg infer --slides m.csv -o out --scheduler ADDR
 
 or run one shard per array task: ``wsi-seg infer --slides m.csv -o out
---shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` (``--array=0-N``; each shard writes
+--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` (``--array=0-<N-1>``; each writes
 ``summary.shard-K-of-N.csv``).
 """
 
