@@ -159,3 +159,15 @@ def test_openslide_reads_tiff_tiles_natively_and_falls_back(tmp_path, monkeypatc
     monkeypatch.setattr(OpenSlideReader, "_read_rgb", lambda self, *a: np.zeros((1, 1, 3)))
     with OpenSlideReader(path) as os_:
         assert os_._tiles is None
+
+
+def test_huge_plain_image_is_refused_with_the_fix(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 px is now a "bomb" (> 2x)
+    with pytest.raises(NotASlideError, match="big.png: too large to decode whole.*tiled"):
+        open_slide(path)
+    with pytest.raises(NotASlideError, match="big.png: too large"):
+        open_mask(path)

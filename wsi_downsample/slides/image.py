@@ -40,6 +40,11 @@ def load_image(path: Path, *, labels: bool = False) -> tuple[np.ndarray, Mpp | N
         raise NotASlideError(
             f"{path}: not an image file PIL can read ({exc}); give a JPEG, PNG or TIFF"
         ) from exc
+    except Image.DecompressionBombError as exc:
+        raise NotASlideError(
+            f"{path}: too large to decode whole as a plain image ({exc}); convert it to a "
+            "tiled pyramidal TIFF (e.g. with vips tiffsave --tile --pyramid)"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise corrupt_error(path, "the image cannot be decoded", exc) from exc
 

@@ -81,6 +81,8 @@ def _pil_recognises(path: Path) -> bool:
     try:
         with Image.open(path):
             return True
+    except Image.DecompressionBombError:
+        return True  # an image, too large: the image backend says so
     except (UnidentifiedImageError, OSError):
         return False
 
