@@ -48,6 +48,7 @@ FLAGS = {
     "device": "--device",
     "arch": "--arch",
     "shape_hw": "--size",
+    "model": "--model",
     "checkpoint": "--checkpoint",
     "shard": "--shard",
     "probabilities": "--probabilities",

@@ -150,7 +150,7 @@ CASES = [
         "--density-fraction",
     ),
     ("intrinsic-huge-blur", ["intrinsic", "--slides", M, "--blur", "1e9"], 2, "--blur"),
-    ("intrinsic-learned", ["intrinsic", "--slides", M, "--sampler", "learned"], 2, "--sampler"),
+    ("intrinsic-learned", ["intrinsic", "--slides", M, "--sampler", "learned"], 2, "--model"),
     (
         "intrinsic-existing-output",
         ["intrinsic", "--slides", M, "-o", "{ws}/existing.json"],
