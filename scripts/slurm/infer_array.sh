@@ -1,7 +1,8 @@
 #!/bin/bash
 # Batch inference as a SLURM job array: task K of N segments every N-th slide of the manifest
 # (--shard K/N, K counted from 0), one GPU per task. Finished masks are skipped, so a failed or
-# requeued task can simply be run again; bad slides are reported and skipped (--skip-errors).
+# requeued task can simply be run again; bad slides are recorded and skipped (--skip-errors).
+# Task K writes OUT_DIR/summary.shard-K-of-N.csv (status and seconds per slide).
 #
 # Resources (edit the #SBATCH lines): 8 tasks (--array=0-7; keep it 0-based and contiguous, N is
 # SLURM_ARRAY_TASK_COUNT; append %4 to run at most 4 at once), each 1 GPU, 8 CPU cores, 64 GB,
