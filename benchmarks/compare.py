@@ -44,7 +44,7 @@ GLEASON_MANIFEST = REPO / "data_manifests" / "gleason_examples.csv"
 ARCH, STEM_STRIDE = "hrnet_w18_small", 4
 #: fixed training length of every run: EPOCHS epochs of at most STEPS batches (an epoch is
 #: capped at the training regions / batch size), one validation at the end
-EPOCHS, STEPS = 100, 4
+EPOCHS, STEPS = 60, 4
 SEEDS = (0, 1, 2)
 EDGE_BLURS = (1.0, 2.0, 4.0, 8.0)
 LARGE_SCALE = 4.0  # the larger budget: 4x the pixels (2x per side)

@@ -142,8 +142,17 @@ def evaluate_rows(
         "source_mpp": source_mpp,
         "bands_px": list(settings.bands_px),
         **summarize(total, config, settings.bands_px),
+        "peak_rss_mb": _peak_rss_mb(),
         "slides": per_slide,
     }
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's own high-water resident memory (VmHWM), in MB (None if unknown)."""
+    from pipelines.trainer import peak_rss_mb
+
+    value = peak_rss_mb()
+    return None if value != value else round(value, 1)
 
 
 def _slide_entry(

@@ -138,7 +138,7 @@ def format_report(report: dict[str, Any]) -> str:
         + ", ".join(f"{t['band_px']:g}px {pct(t['accuracy'])}" for t in report["trimap"]),
         f"  cost: sampled fraction {c['sampled_fraction'] or 0:.5f}, "
         f"{c['bytes_decoded'] / 1e6:.1f} MB decoded, {c['seconds_predict']:.1f} s predicting, "
-        f"{c['seconds_score']:.1f} s scoring",
+        f"{c['seconds_score']:.1f} s scoring, peak memory {report.get('peak_rss_mb')} MB",
     ]
     if report["absent_classes"]:
         lines.append(f"  absent classes (left out of the means): {report['absent_classes']}")

@@ -125,6 +125,7 @@ def test_report_fields(model_run):
         assert key in report
     assert report["output_downsample"] == 1.0  # 0.5 um/px slide, 0.5 um/px source
     assert report["sampler"] == "learned" and report["route"] == "model"
+    assert report["peak_rss_mb"] > 100  # torch alone is more
     assert [t["band_px"] for t in report["trimap"]] == [1, 2, 4, 8, 16]
     pixels = [t["pixels"] for t in report["trimap"]]
     assert pixels == sorted(pixels) and pixels[0] > 0  # wider bands hold more pixels
