@@ -186,11 +186,6 @@ def infer_slide(
         preview=settings.preview,
         probabilities=settings.probabilities,
     )
-    if settings.probabilities is not None:
-        raise ConfigError(
-            "per-class probability outputs are not available yet; leave probabilities unset",
-            hint={"probabilities": None},
-        )
     check_outputs(paths.all(), settings.overwrite)
     asked = _parse_downsample(settings.output_downsample)
     timings: dict[str, float] = {}

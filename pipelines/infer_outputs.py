@@ -136,6 +136,21 @@ def write_outputs(
             t0 = time.perf_counter()
             _write_preview(out.path(paths.preview), canvas, slide, results, classes)
             timings["write_preview"] = time.perf_counter() - t0
+        if paths.probabilities is not None:
+            from pipelines.infer_probs import write_probabilities
+
+            t0 = time.perf_counter()
+            write_probabilities(
+                out.path(paths.probabilities),
+                results,
+                tissue.owner,
+                d,
+                frame_shape((w0, h0), d),
+                classes,
+                mpp,
+                settings.tile_size,
+            )
+            timings["write_probabilities"] = time.perf_counter() - t0
         budget = str(settings.model_info.get("budget", ""))
         _write_sampling(out.path(paths.sampling), results, budget)
         record = classes_record(

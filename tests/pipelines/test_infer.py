@@ -288,3 +288,24 @@ def test_amp_wraps_only_the_segmenter_once(random_model):
     assert type(model.segmenter.inner).__name__ != "_Autocast"
     assert model.multiple == random_model.model.multiple
     assert torch.equal(model.segment([x]), before)  # autocast is off on the CPU
+
+
+def test_probabilities_agree_with_the_mask(synth, tmp_path):
+    import zarr
+
+    out = tmp_path / "p.mask.tif"
+    probs = tmp_path / "p.probs.zarr"
+    s = _infer(synth, out, geojson=False, preview=False, probabilities=probs)
+    arr = zarr.open_array(str(probs), mode="r")
+    d = s["inverse_downsample"]
+    assert arr.shape == (6, 1536 // d, 2048 // d) and arr.dtype == np.uint8
+    assert arr.attrs["downsample"] == d and arr.attrs["classes"][3]["name"] == "Gleason 4"
+    values = np.asarray(arr[:])
+    mask = tifffile.imread(out)
+    owned = values.sum(0) > 0
+    assert owned.mean() > 0.3
+    # one-hot samples: the interpolated scores sum to 1 and their argmax is the mask's label
+    assert np.abs(values.sum(0)[owned].astype(int) - 255).max() <= 3
+    agree = (values.argmax(0) == mask)[owned].mean()
+    assert agree > 0.995
+    assert not mask[~owned].any()  # unowned pixels are background in the mask too
