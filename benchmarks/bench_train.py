@@ -52,11 +52,12 @@ def one(case: dict) -> dict:
     manifest = Path(case["set"]) / "manifest.csv"
     trainer = Trainer.create(manifest, config, Path("/tmp"), torch.device("cpu"))
     trainer.core.train()
-    rows, batches, regions, t_start = [], None, 0, None
-    for i in range(case["steps"] + 1):
+    rows, batches, regions, shapes, epoch = [], None, 0, set(), 0
+    t_start = time.perf_counter()
+    while len(rows) < case["steps"]:
         if batches is None:
-            trainer.shard.set_epoch(i)
-            batches = iter(trainer.loader)
+            trainer.shard.set_epoch(epoch)
+            batches, epoch = iter(trainer.loader), epoch + 1
         t0 = time.perf_counter()
         batch = next(batches, None)
         if batch is None:
@@ -65,12 +66,13 @@ def one(case: dict) -> dict:
         t1 = time.perf_counter()
         parts = trainer.train_step(batch)
         t2 = time.perf_counter()
-        if i == 0:  # warm-up (worker start, first tiles)
+        if trainer.step == 1:  # warm-up (worker start, first tiles)
             t_start = time.perf_counter()
             continue
         sampling = parts["density_grid"] + parts["sample"]
         rows.append({"data_wait": t1 - t0, "sampling": sampling, "model": t2 - t1 - sampling})
         regions += len(batch)
+        shapes |= {b["item"].task_hw for b in batch}
     seconds = time.perf_counter() - t_start
     trainer.close()
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -79,7 +81,7 @@ def one(case: dict) -> dict:
         **{f"{k}_s": v for k, v in med.items()},
         "regions_per_s": regions / seconds,
         "peak_rss_mb": peak_mb(),
-        "task_widths": sorted({r["item"].task_hw for r in batch}),
+        "task_hw": sorted(shapes),
     }
 
 
