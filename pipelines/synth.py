@@ -32,13 +32,14 @@ def _check_budget_shape(shape_hw: tuple[int, int]) -> None:
     """The budget preset's cores are 1 mm x >= 1.5 mm: refuse slides that cannot hold one."""
     from wsi_downsample.synthetic.budget_layout import min_budget_shape
 
-    h, w = shape_hw
+    h, w = (int(v) for v in shape_hw)
     short, long = min_budget_shape(0.5)
     if min(h, w) < short or max(h, w) < long:
         fix = f"{short}x{long}" if h <= w else f"{long}x{short}"
         raise BudgetError(
-            f"slide size {h}x{w} cannot hold a biopsy core of the budget preset (1 mm thick, "
-            f"at least 1.5 mm long at 0.5 um/px); use at least {fix} (HxW)",
+            f"slide size {h}x{w} (HxW) cannot hold a biopsy core of the budget preset (1 mm "
+            f"thick, at least 1.5 mm long at 0.5 um/px: {short} px on the short side, {long} "
+            f"on the long side)",
             hint={"shape_hw": fix},
         )
 
@@ -64,13 +65,13 @@ def run_synth(
     ``progress``: tqdm bars (None: on large slides, when writing to a terminal).
     Returns the manifest's path.
     """
+    if preset == "budget":  # before the generic checks: name the core's own needs
+        _check_budget_shape(shape_hw)
     shape_hw = _check_shape(shape_hw)
     if not 1 <= count <= 1000:
         raise BudgetError(f"count must be 1..1000, got {count}")
     if preset not in PRESETS:
         raise BudgetError(f"unknown preset {preset!r}; available: {list(PRESETS)}")
-    if preset == "budget":
-        _check_budget_shape(shape_hw)
     out = Path(out_dir)
     names = [f"synthetic_{i:03d}" for i in range(count)]
     paths = [out / "manifest.csv"]
