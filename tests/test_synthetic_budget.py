@@ -213,3 +213,18 @@ def test_intrinsic_gate_on_a_small_instance() -> None:
     print("IoU(Y', Y) mIoU at dynamic 40x400:", miou)  # 0.634 / 0.786 when written
     assert 0.5 < miou["uniform"] < 0.8
     assert miou["edge"] - miou["uniform"] > 0.06
+
+
+def test_configs_hold_the_set_and_the_chosen_density_settings() -> None:
+    from pipelines.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    demo = load_config(root / "cpu_demo.yaml")
+    comparison = load_config(root / "synthetic_comparison.yaml")
+    for config in (demo, comparison):
+        assert (config.synthetic.preset, config.synthetic.size) == ("budget", "8192x12288")
+        assert (config.synthetic.count, config.synthetic.seed) == (6, 0)
+        s = config.sampler
+        assert (s.dynamic, s.level_choice, s.density_fraction) == ("40x400", "fixed", 1.0)
+        assert (s.sigma, s.radius, s.edge_blur, s.edge_floor) == (1.5, 4, 0.5, 0.1)
+        assert s.radius <= round(40 * s.density_fraction) // 2  # half the lattice's short side
