@@ -299,7 +299,7 @@ def infer_from_options(
     from pipelines.infer import run_infer
 
     if (slide is None) == (manifest is None):
-        raise ConfigError("give either one slide or a manifest of slides (not both, not none)")
+        raise ConfigError("give either one SLIDE or --slides MANIFEST.csv (not both, not none)")
     batch = manifest is not None
     if batch and (geojson or preview or probabilities):
         raise ConfigError(

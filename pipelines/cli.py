@@ -48,6 +48,8 @@ FLAGS = {
     "device": "--device",
     "arch": "--arch",
     "shape_hw": "--size",
+    "split": "--split",
+    "fold": "--fold",
     "model": "--model",
     "checkpoint": "--checkpoint",
     "shard": "--shard",

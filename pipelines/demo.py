@@ -103,6 +103,23 @@ def _score(manifest: Path, pred_dir: Path, config: Config, split: str) -> float 
     return None if value is None else float(value)
 
 
+_MARKER = ".wsi-seg-demo"
+
+
+def _check_replaceable(final: Path) -> None:
+    """The demo replaces only its own earlier folder (or an empty one), never other files."""
+    from wsi_downsample.errors import OutputExistsError
+
+    if not final.exists():
+        return
+    if final.is_dir() and ((final / _MARKER).is_file() or not any(final.iterdir())):
+        return
+    raise OutputExistsError(
+        f"{final} exists and is not an earlier demo output; the demo replaces only its own "
+        "folder: choose another output folder"
+    )
+
+
 def run_demo(
     output: str | Path = "out/demo",
     *,
@@ -118,9 +135,11 @@ def run_demo(
     plan = PLANS["quick" if quick else "full"]
     config = demo_config(config_path or _default_config_path(), plan, quick=quick)
     final = Path(output)
+    _check_replaceable(final)
     start = time.perf_counter()
     results: dict[str, Any] = {}
     with atomic_dir(final, overwrite=True) as tmp:
+        (tmp / _MARKER).write_text("written by wsi-seg demo; a rerun replaces this folder\n")
         echo(f"demo: writing {plan.count} synthetic slides ({plan.shape_hw[0]}x{plan.shape_hw[1]})")
         manifest = run_synth(
             tmp / "slides", plan.shape_hw, count=plan.count, seed=0, preset=plan.preset

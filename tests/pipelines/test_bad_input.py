@@ -48,7 +48,26 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "frac.yaml").write_text("sampler:\n  density_fraction: 5\n")
     (root / "broken.yaml").write_text("sampler: [\n")
     (root / "existing.json").write_text("{}\n")
+    _model(root / "run")
+    (root / "norun").mkdir()
+    (root / "junk.pt").write_bytes(b"not a checkpoint")
+    (root / "report").mkdir()
+    (root / "report" / "report.json").write_text("{}")
+    (root / "out_exists").mkdir()
+    (root / "out_exists" / "m.mask.ome.tif").write_text("old")
     return root
+
+
+def _model(run: Path) -> None:
+    """A randomly initialised run directory (best.pt and last.pt), made without training."""
+    from pipelines.config import load_config
+    from pipelines.run_dir import build_model, prepare_run_dir, save_checkpoint
+
+    config = load_config(overrides={"sampler.dynamic": "16x64"})
+    prepare_run_dir(run, config, resume=False, overwrite=False)
+    model = build_model(config, "learned")
+    for which in ("best", "last"):
+        save_checkpoint(run, which, model, config, {"epoch": 0, "step": 0})
 
 
 def _listing(root: Path) -> set[str]:
@@ -157,6 +176,179 @@ CASES = [
         2,
         "--overwrite",
     ),
+    (
+        "train-missing-manifest",
+        ["train", "--slides", "{ws}/absent.csv", "-o", "{ws}/r"],
+        2,
+        "absent.csv",
+    ),
+    ("train-latin1", ["train", "--slides", "{ws}/set/latin1.csv", "-o", "{ws}/r"], 2, "UTF-8"),
+    (
+        "train-config-type",
+        ["train", "--slides", M, "-o", "{ws}/r", "--config", "{ws}/lots.yaml"],
+        2,
+        "sampler.edge_blur",
+    ),
+    ("train-existing-run", ["train", "--slides", M, "-o", "{ws}/run"], 2, "--overwrite"),
+    ("train-resume-nothing", ["train", "--slides", M, "-o", "{ws}/norun", "--resume"], 2, "norun"),
+    (
+        "train-bad-arch",
+        ["train", "--slides", M, "-o", "{ws}/r", "--arch", "hrnet_w64"],
+        2,
+        "--arch",
+    ),
+    (
+        "train-bad-sampler",
+        ["train", "--slides", M, "-o", "{ws}/r", "--sampler", "x"],
+        2,
+        "--sampler",
+    ),
+    ("train-epochs-zero", ["train", "--slides", M, "-o", "{ws}/r", "--epochs", "0"], 2, "--epochs"),
+    ("train-bad-device", ["train", "--slides", M, "-o", "{ws}/r", "--device", "tpu"], 2, "tpu"),
+    (
+        "train-missing-weights",
+        ["train", "--slides", M, "-o", "{ws}/r", "--weights", "{ws}/w.pth"],
+        2,
+        "w.pth",
+    ),
+    ("train-empty-split", ["train", "--slides", M, "-o", "{ws}/r", "--fold", "7"], 2, "fold"),
+    (
+        "train-unwritable",
+        ["train", "--slides", M, "-o", "/proc/wsi-seg-run"],
+        2,
+        "/proc/wsi-seg-run",
+    ),
+    (
+        "infer-missing-slide",
+        ["infer", "{ws}/absent.svs", "-o", "{ws}/m.tif", "--model", "{ws}/run"],
+        2,
+        "absent.svs",
+    ),
+    (
+        "infer-truncated",
+        ["infer", "{ws}/truncated.svs", "-o", "{ws}/m.tif", "--model", "{ws}/run"],
+        2,
+        "truncated.svs",
+    ),
+    (
+        "infer-wrong-format",
+        ["infer", "{ws}/text.svs", "-o", "{ws}/m.tif", "--model", "{ws}/run"],
+        2,
+        "text.svs",
+    ),
+    (
+        "infer-missing-model",
+        ["infer", "{ws}/set/synthetic_000.svs", "-o", "{ws}/m.tif", "--model", "{ws}/nomodel"],
+        2,
+        "nomodel",
+    ),
+    (
+        "infer-empty-run-dir",
+        ["infer", "{ws}/set/synthetic_000.svs", "-o", "{ws}/m.tif", "--model", "{ws}/norun"],
+        2,
+        "norun",
+    ),
+    (
+        "infer-junk-checkpoint",
+        ["infer", "{ws}/set/synthetic_000.svs", "-o", "{ws}/m.tif", "--model", "{ws}/junk.pt"],
+        2,
+        "junk.pt",
+    ),
+    (
+        "infer-edge-refused",
+        [
+            "infer",
+            "{ws}/set/synthetic_000.svs",
+            "-o",
+            "{ws}/m.tif",
+            "--model",
+            "{ws}/run",
+            "--sampler",
+            "edge",
+        ],
+        2,
+        "edge",
+    ),
+    (
+        "infer-bad-downsample",
+        [
+            "infer",
+            "{ws}/set/synthetic_000.svs",
+            "-o",
+            "{ws}/m.tif",
+            "--model",
+            "{ws}/run",
+            "--output-downsample",
+            "0",
+        ],
+        2,
+        "--output-downsample",
+    ),
+    (
+        "infer-existing-output",
+        [
+            "infer",
+            "{ws}/set/synthetic_000.svs",
+            "-o",
+            "{ws}/out_exists/m.mask.ome.tif",
+            "--model",
+            "{ws}/run",
+        ],
+        2,
+        "--overwrite",
+    ),
+    (
+        "infer-unwritable",
+        ["infer", "{ws}/set/synthetic_000.svs", "-o", "/proc/wsi-seg/m.tif", "--model", "{ws}/run"],
+        2,
+        "/proc/wsi-seg",
+    ),
+    ("infer-no-input", ["infer", "-o", "{ws}/m.tif", "--model", "{ws}/run"], 2, "--slides"),
+    (
+        "infer-bad-shard",
+        ["infer", "--slides", M, "-o", "{ws}/o", "--model", "{ws}/run", "--shard", "3/2"],
+        2,
+        "--shard",
+    ),
+    (
+        "infer-batch-latin1",
+        ["infer", "--slides", "{ws}/set/latin1.csv", "-o", "{ws}/o", "--model", "{ws}/run"],
+        2,
+        "UTF-8",
+    ),
+    (
+        "evaluate-missing-manifest",
+        ["evaluate", "--slides", "{ws}/absent.csv", "--model", "{ws}/run"],
+        2,
+        "absent.csv",
+    ),
+    ("evaluate-no-model", ["evaluate", "--slides", M], 2, "--model"),
+    (
+        "evaluate-missing-model",
+        ["evaluate", "--slides", M, "--model", "{ws}/nomodel"],
+        2,
+        "nomodel",
+    ),
+    (
+        "evaluate-auto-refused",
+        ["evaluate", "--slides", M, "--model", "{ws}/run", "--output-downsample", "auto"],
+        2,
+        "auto",
+    ),
+    (
+        "evaluate-missing-pred-dir",
+        ["evaluate", "--slides", M, "--pred-dir", "{ws}/nopred"],
+        2,
+        "nopred",
+    ),
+    (
+        "evaluate-existing-report",
+        ["evaluate", "--slides", M, "--model", "{ws}/run", "--split", "train", "-o", "{ws}/report"],
+        2,
+        "--overwrite",
+    ),
+    ("demo-output-is-file", ["demo", "--quick", "-o", "{ws}/existing.json"], 2, "existing.json"),
+    ("demo-unwritable", ["demo", "--quick", "-o", "/proc/wsi-seg-demo"], 2, "/proc/wsi-seg-demo"),
     (
         "intrinsic-unwritable",
         ["intrinsic", "--slides", M, "--dynamic", "8x80", "-o", "/proc/x/r.json"],
