@@ -51,6 +51,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _model(root / "run")
     (root / "norun").mkdir()
     (root / "junk.pt").write_bytes(b"not a checkpoint")
+    (root / "train.yaml").write_text("sampler:\n  dynamic: 16x64\n")
     (root / "report").mkdir()
     (root / "report" / "report.json").write_text("{}")
     (root / "out_exists").mkdir()
@@ -404,25 +405,79 @@ def _interrupt(argv: list[str], sig: int, wait_s: float, cwd: Path) -> subproces
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def _interrupt_argv(command: str, ws: Path, tmp: Path) -> list[str]:
+    shutil.copytree(ws / "set", tmp / "set")
+    manifest = str(tmp / "set" / "manifest.csv")
+    slide = str(tmp / "set" / "synthetic_000.svs")
+    return {
+        "synth": ["synth", str(tmp / "out"), "--size", "8192x8192", "--count", "3"],
+        "intrinsic": [
+            "intrinsic",
+            "--slides",
+            manifest,
+            "--size",
+            "64x64",
+            "-o",
+            str(tmp / "r.json"),
+        ],
+        "infer": ["infer", slide, "-o", str(tmp / "m.tif"), "--model", str(ws / "run")],
+        "evaluate": [
+            "evaluate",
+            "--slides",
+            manifest,
+            "--model",
+            str(ws / "run"),
+            "--split",
+            "train",
+            "-o",
+            str(tmp / "rep"),
+        ],
+        "demo": ["demo", "--quick", "-o", str(tmp / "demo")],
+        "train": [
+            "train",
+            "--slides",
+            manifest,
+            "-o",
+            str(tmp / "run"),
+            "--epochs",
+            "50",
+            "--steps",
+            "2",
+            "--sampler",
+            "uniform",
+            "--config",
+            str(ws / "train.yaml"),
+        ],
+    }[command]
+
+
 @pytest.mark.parametrize(
-    "command, sig, status",
-    [("synth", signal.SIGINT, 130), ("intrinsic", signal.SIGTERM, 143)],
+    "command, sig, wait_s",
+    [
+        ("synth", signal.SIGINT, 3.0),
+        ("intrinsic", signal.SIGTERM, 3.0),
+        ("infer", signal.SIGINT, 5.0),
+        ("evaluate", signal.SIGTERM, 5.0),
+        ("demo", signal.SIGTERM, 8.0),
+        ("train", signal.SIGINT, 8.0),
+    ],
 )
 def test_interrupt_cleans_up(
-    ws: Path, tmp_path: Path, repo_root: Path, command: str, sig: int, status: int
+    ws: Path, tmp_path: Path, repo_root: Path, command: str, sig: int, wait_s: float
 ) -> None:
-    if command == "synth":
-        argv = ["synth", str(tmp_path / "out"), "--size", "8192x8192", "--count", "3"]
-    else:
-        shutil.copytree(ws / "set", tmp_path / "set")
-        argv = ["intrinsic", "--slides", str(tmp_path / "set" / "manifest.csv"), "--size"]
-        argv += ["64x64", "-o", str(tmp_path / "set" / "report.json")]
+    argv = _interrupt_argv(command, ws, tmp_path)
     before = _listing(tmp_path)
-    done = _interrupt(argv, sig, 3.0, repo_root)
-    assert done.returncode == status, (done.returncode, done.stderr)
+    done = _interrupt(argv, sig, wait_s, repo_root)
+    assert done.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: interrupted by "), done.stderr
-    assert _listing(tmp_path) == before
+    assert lines and lines[-1].startswith("error: interrupted by "), done.stderr
+    assert "Traceback" not in done.stderr
+    after = _listing(tmp_path)
+    if command == "train":  # a killed run keeps its config and last good checkpoint (--resume)
+        assert not [p for p in after if ".tmp-" in p or "staging" in p]
+        assert "run" not in after or "run/config.yaml" in after
+    else:
+        assert after == before
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "semicolon"])
