@@ -149,10 +149,13 @@ def test_streaming_reads_chunk_sized_windows_only(slide_path, tmp_path) -> None:
 
 
 def test_write_failure_leaves_no_temp_and_raises_cache_error(slide_path, tmp_path, monkeypatch):
+    real_write = zarr_cache._write
+
     def boom(*args, **kwargs):
+        real_write(*args, **kwargs)  # the store is complete in its temporary folder
         raise OSError("disk full")
 
-    monkeypatch.setattr(zarr_cache, "_replace", boom)
+    monkeypatch.setattr(zarr_cache, "_write", boom)
     with open_slide(slide_path) as slide, pytest.raises(CacheError, match="disk full"):
         stream_to_zarr(slide, tmp_path / "x.zarr", level=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]

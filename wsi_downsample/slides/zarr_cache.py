@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from wsi_downsample.errors import CacheError, ConfigError, LevelError
+from wsi_downsample.errors import CacheError, ConfigError, LevelError, OutputError
+from wsi_downsample.io.atomic import atomic_dir
 from wsi_downsample.slides._common import area_downsample, nearest_downsample, to_rgb
 from wsi_downsample.slides.open import require_mpp
 from wsi_downsample.slides.pyramid import level_just_finer, level_mpps
@@ -140,20 +139,21 @@ def stream_to_zarr(
 
     store_path = Path(store_path)
     attrs = cache_attributes(reader, level=level, mpp=mpp)
-    tmp = store_path.with_name(f".{store_path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    if store_path.is_file():
+        raise CacheError(f"{store_path} exists and is a file, not a zarr store: remove it")
     try:
-        store_path.parent.mkdir(parents=True, exist_ok=True)
-        _write(reader, attrs, tmp, chunk_hw, progress and store_path.name, num_workers)
-        _replace(tmp, store_path)
+        with atomic_dir(store_path, overwrite=True) as tmp:
+            _write(reader, attrs, tmp, chunk_hw, progress and store_path.name, num_workers)
+    except OutputError as exc:
+        raise CacheError(
+            f"cannot write the level cache {store_path} ({exc}); check free space and "
+            "permissions, or choose another cache folder"
+        ) from None
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise CacheError(
             f"cannot write the level cache {store_path} ({exc}); check free space and "
             "permissions, or choose another cache folder"
         ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return zarr.open_array(str(store_path), mode="r")
 
 
@@ -179,19 +179,6 @@ def _write(
     with _progress_bar(src.npartitions, bool(bar), str(bar)):
         store: Any = da.store  # dask's stubs do not accept a zarr array as a target
         store(src, target, lock=False, scheduler="threads", num_workers=workers)
-
-
-def _replace(tmp: Path, store_path: Path) -> None:
-    """Move ``tmp`` to ``store_path``, replacing an existing store without a gap."""
-    if store_path.is_file():
-        raise CacheError(f"{store_path} exists and is a file, not a zarr store: remove it")
-    old = None
-    if store_path.exists():
-        old = store_path.with_name(f".{store_path.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(store_path, old)
-    os.replace(tmp, store_path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
