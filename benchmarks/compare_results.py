@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_downsample.metrics import mean_iou
+from wsi_downsample.metrics import iou_from_counts, mean_iou
 
 __all__ = ["write_results", "group_rows", "pixels_to_match"]
 
@@ -120,6 +120,28 @@ def _target(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _per_class(results: list[dict[str, Any]]) -> list[str]:
+    """Full-resolution IoU per class of each group, from counts summed over its runs (shows
+    whether a model only predicts the majority class: the segmenter, not the sampler, limits)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for item in results:
+        run = item["run"]
+        groups[(run["data"], run["series"], run["scale"])].append(item["report"])
+    if not groups:
+        return []
+    names = [c["class"] for c in next(iter(groups.values()))[0]["per_class"]]
+    lines = [
+        "| data | sampler | pixels | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for (data, series, scale), reports in sorted(groups.items()):
+        counts = np.sum([np.array(r["counts"]["miou_full_resolution"]) for r in reports], axis=0)
+        iou = iou_from_counts(counts)
+        cells = " | ".join("—" if np.isnan(v) else f"{100 * v:.1f}" for v in iou)
+        lines.append(f"| {data} | {series} | x{scale:g} | {cells} |")
+    return lines
+
+
 def _gleason_intrinsic(extra: dict[str, list[dict[str, Any]]]) -> list[str]:
     lines = ["| density | IoU(Y',Y) (counts summed) | tiles |", "|---|---|---|"]
     for name, reports in extra.items():
@@ -167,6 +189,9 @@ def write_results(
         + ".",
         "",
         *_table(rows),
+        "",
+        "## Full-resolution IoU per class (counts summed over seeds or folds)",
+        *_per_class(results),
         "",
         "## Target (synthetic set)",
         *_target(rows),
