@@ -71,7 +71,8 @@ def test_stain_jitter_is_differentiable_and_off_at_zero():
     image = torch.rand(3, 8, 8, dtype=torch.float64, requires_grad=True)
     assert stain_jitter(image, 0.0, gen) is image
     out = stain_jitter(image, 0.2, gen)
-    assert out.shape == image.shape and 0 < (out - image).abs().max() < 0.5
+    diff = (out - image).abs()
+    assert out.shape == image.shape and 0 < diff.mean() < 0.1 and diff.max() <= 1
     out.sum().backward()
     assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
 
