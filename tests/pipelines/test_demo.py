@@ -13,6 +13,7 @@ from pipelines.cli import cli
 def test_demo_quick_writes_everything_and_replaces_the_folder(tmp_path):
     out = tmp_path / "demo"
     out.mkdir()
+    (out / ".wsi-seg-demo").write_text("an earlier demo run")
     (out / "old.txt").write_text("from a previous run")
     res = CliRunner().invoke(cli, ["demo", "--quick", "-o", str(out)])
     assert res.exit_code == 0, res.output
@@ -31,3 +32,10 @@ def test_demo_quick_writes_everything_and_replaces_the_folder(tmp_path):
     assert fc["type"] == "FeatureCollection"
     assert stem.with_suffix(".mask.preview.png").stat().st_size > 1000
     assert str(stem.with_suffix(".mask.geojson")) in res.output
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    res = CliRunner().invoke(cli, ["demo", "--quick", "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "not an earlier demo output" in res.output
+    assert (tmp_path / "mine.txt").read_text() == "precious"

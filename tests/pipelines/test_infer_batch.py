@@ -172,6 +172,6 @@ def test_cli_bad_options_are_one_line_errors(slides, run_dir, tmp_path, extra, m
 
 def test_cli_needs_one_slide_or_a_manifest(slides, run_dir, tmp_path):
     res = _cli("-o", tmp_path, "--model", run_dir)
-    assert res.exit_code == 2 and "either one slide or a manifest" in res.output
+    assert res.exit_code == 2 and "either one SLIDE or --slides" in res.output
     res = _cli(slides.parent / "x.svs", "--slides", slides, "-o", tmp_path, "--model", run_dir)
     assert res.exit_code == 2
