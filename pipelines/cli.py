@@ -388,7 +388,9 @@ def train(**options: Any) -> None:
     """Train the deformation module and an HRNet segmenter on a manifest's slides."""
     from pipelines.train import train_from_options
 
-    click.echo(str(train_from_options(**options)))
+    run_dir = train_from_options(**options)
+    if run_dir is not None:  # under torchrun, rank 0 only
+        click.echo(str(run_dir))
 
 
 @cli.command()

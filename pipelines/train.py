@@ -9,7 +9,6 @@ DistributedDataParallel: regions sharded over ranks, gradients averaged, rank 0 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,8 @@ from pipelines.run_dir import check_run_dir, prepare_run_dir, read_checkpoint
 from wsi_downsample.errors import ConfigError
 
 __all__ = ["resolve_device", "run_train", "train_from_options", "launch_torchrun", "main"]
+
+_LAUNCHED = "WSI_SEG_TORCHRUN_CHILD"  # set by --nproc: the launcher prints, its ranks don't
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,14 +111,14 @@ def _overrides(options: dict[str, Any]) -> dict[str, Any]:
 
 def train_from_options(
     manifest: Path, config_path: Path | None, *, output: Path, nproc: int = 1, **options: Any
-) -> Path:
+) -> Path | None:
     """Resolve CLI options over the config (flags win) and train; ``nproc`` > 1 relaunches
     this command under torchrun."""
     config = load_config(config_path, _overrides(options))
     if nproc > 1:
         launch_torchrun(nproc, sys.argv[1:])
         return output
-    return run_train(
+    run_dir = run_train(
         manifest,
         config,
         output=output,
@@ -126,6 +127,8 @@ def train_from_options(
         overwrite=bool(options.get("overwrite")),
         skip_errors=bool(options.get("skip_errors")),
     )
+    quiet = os.environ.get("RANK", "0") != "0" or _LAUNCHED in os.environ
+    return None if quiet else run_dir  # one process reports the run directory
 
 
 def launch_torchrun(nproc: int, argv: list[str]) -> None:
@@ -141,9 +144,9 @@ def launch_torchrun(nproc: int, argv: list[str]) -> None:
             continue
         if not arg.startswith("--nproc="):
             args.append(arg)
-    torchrun = shutil.which("torchrun") or "torchrun"
-    cmd = [torchrun, "--standalone", f"--nproc-per-node={nproc}", "-m", "pipelines.train", *args]
-    code = subprocess.call(cmd)
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]  # torchrun, this interpreter's
+    cmd = [*torchrun, "--standalone", f"--nproc-per-node={nproc}", "-m", "pipelines.train", *args]
+    code = subprocess.call(cmd, env=dict(os.environ, **{_LAUNCHED: "1"}))
     if code != 0:
         raise SystemExit(code)
 

@@ -82,7 +82,14 @@ def test_nproc_relaunches_under_torchrun_without_the_flag(argv, monkeypatch):
     import pipelines.train as train
 
     seen = {}
-    monkeypatch.setattr(train.subprocess, "call", lambda cmd: seen.setdefault("cmd", cmd) and 0)
+
+    def call(cmd, env):
+        seen.update(cmd=cmd, env=env)
+        return 0
+
+    monkeypatch.setattr(train.subprocess, "call", call)
     train.launch_torchrun(2, argv)
-    assert seen["cmd"][1:5] == ["--standalone", "--nproc-per-node=2", "-m", "pipelines.train"]
-    assert seen["cmd"][5:] == ["-o", "x"]
+    assert seen["cmd"][1:3] == ["-m", "torch.distributed.run"]
+    assert seen["cmd"][3:7] == ["--standalone", "--nproc-per-node=2", "-m", "pipelines.train"]
+    assert seen["cmd"][7:] == ["-o", "x"]
+    assert seen["env"]["WSI_SEG_TORCHRUN_CHILD"] == "1"  # ranks stay quiet, the launcher reports
