@@ -220,7 +220,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def inspect(slide: Path, backend: str, slide_mpp: float | None, as_json: bool) -> None:
     """Levels, mpp, vendor and tissue regions of SLIDE; decodes one tile to prove it reads."""
-    from pipelines.inspect import format_report, inspect_slide
+    from pipelines.inspect_slide import format_report, inspect_slide
 
     report = inspect_slide(slide, backend=backend, mpp=slide_mpp)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))

@@ -373,7 +373,7 @@ def test_bad_input_one_line_no_leftovers(ws: Path, argv: list[str], status: int,
 
 
 def test_unexpected_error_names_command_and_input_exit_1(monkeypatch, ws: Path) -> None:
-    import pipelines.inspect as inspect_pipeline
+    import pipelines.inspect_slide as inspect_pipeline
 
     def boom(*_a, **_k):
         raise ZeroDivisionError("division by zero")
