@@ -7,7 +7,6 @@ from wsi_downsample.deformation.densities import (
     LearnedDensity,
     UniformDensity,
     density_edge,
-    density_from_boundaries,
     density_uniform,
     get_density,
 )
@@ -20,64 +19,43 @@ from wsi_downsample.deformation.inverse import (
     invert_labels,
     iter_inverse_tiles,
 )
-from wsi_downsample.deformation.lowres import area_resize, lowres_level, read_lowres
+from wsi_downsample.deformation.lowres import read_lowres
 from wsi_downsample.deformation.net import DeformationNet
 from wsi_downsample.deformation.sampler import sample_image, sample_labels
 from wsi_downsample.deformation.scatter import iter_scatter_tiles, scatter_nearest_inverse
-from wsi_downsample.deformation.slide_sampler import (
-    SampleResult,
-    SlideSampler,
-    choose_levels,
-    footprint_tiles,
-    local_spacing,
-)
+from wsi_downsample.deformation.slide_sampler import SampleResult, SlideSampler, local_spacing
 from wsi_downsample.deformation.targets import boundary_target
-from wsi_downsample.deformation.tile_cache import (
-    ArrayTileSource,
-    LevelStats,
-    ReadStats,
-    TileCache,
-    TileSource,
-)
+from wsi_downsample.deformation.tile_cache import ReadStats
 
 __all__ = [
     "Budget",
-    "budget_shape",
-    "density_shape",
-    "parse_budget",
-    "saliency_to_grid",
-    "uniform_grid",
+    "DENSITIES",
+    "DeformationNet",
+    "EdgeDensity",
     "InverseTile",
+    "LearnedDensity",
     "OutputFrame",
+    "ReadStats",
+    "SampleResult",
+    "SlideSampler",
+    "UniformDensity",
     "auto_output_downsample",
+    "boundary_target",
+    "budget_shape",
+    "density_edge",
+    "density_shape",
+    "density_uniform",
+    "get_density",
     "invert_grid",
     "invert_labels",
     "iter_inverse_tiles",
     "iter_scatter_tiles",
-    "scatter_nearest_inverse",
-    "DeformationNet",
+    "local_spacing",
+    "parse_budget",
+    "read_lowres",
+    "saliency_to_grid",
     "sample_image",
     "sample_labels",
-    "DENSITIES",
-    "UniformDensity",
-    "EdgeDensity",
-    "LearnedDensity",
-    "density_edge",
-    "density_from_boundaries",
-    "density_uniform",
-    "get_density",
-    "boundary_target",
-    "read_lowres",
-    "lowres_level",
-    "area_resize",
-    "SlideSampler",
-    "SampleResult",
-    "local_spacing",
-    "choose_levels",
-    "footprint_tiles",
-    "ReadStats",
-    "LevelStats",
-    "TileCache",
-    "ArrayTileSource",
-    "TileSource",
+    "scatter_nearest_inverse",
+    "uniform_grid",
 ]

@@ -2,7 +2,7 @@
 on, QuPath GeoJSON, preview PNGs and JSON sidecars."""
 
 from wsi_downsample.io.canvas import LabelCanvas, TissueOwner, frame_shape
-from wsi_downsample.io.geojson import block_polygons, feature_collection, label_features
+from wsi_downsample.io.geojson import feature_collection, label_features
 from wsi_downsample.io.mask_tiff import LabelTiffResult, write_label_tiff
 from wsi_downsample.io.preview import colour_labels, render_preview, write_preview
 from wsi_downsample.io.sidecars import (
@@ -19,7 +19,6 @@ __all__ = [
     "LabelTiffResult",
     "OutputPaths",
     "TissueOwner",
-    "block_polygons",
     "class_areas",
     "classes_record",
     "colour_labels",

@@ -7,28 +7,20 @@ from wsi_downsample.models.composed import (
     image_sampler,
 )
 from wsi_downsample.models.hrnet import HRNetSegmenter
-from wsi_downsample.models.regions import (
-    LabelSampler,
-    PreparedRegion,
-    boundary_level,
-    prepare_region,
-    read_boundaries,
-)
+from wsi_downsample.models.regions import LabelSampler, PreparedRegion, prepare_region
 from wsi_downsample.models.registry import SEGMENTERS, build_segmenter
 from wsi_downsample.models.view import RegionView
 
 __all__ = [
-    "SEGMENTERS",
-    "build_segmenter",
-    "HRNetSegmenter",
     "DownsampleSegmenter",
     "ForwardOutput",
-    "RegionPrediction",
-    "image_sampler",
+    "HRNetSegmenter",
     "LabelSampler",
     "PreparedRegion",
-    "prepare_region",
-    "boundary_level",
-    "read_boundaries",
+    "RegionPrediction",
     "RegionView",
+    "SEGMENTERS",
+    "build_segmenter",
+    "image_sampler",
+    "prepare_region",
 ]
