@@ -1,6 +1,6 @@
 """Names that carry units and frames, said once.
 
-Conventions (METHOD.md, binding):
+Conventions (docs/method.md, "Conventions"):
 
 - ``location_xy``: (x, y) = (column, row) in continuous level-0 pixel coordinates; pixel
   (row i, column j) covers [j, j+1) x [i, i+1) and its centre is (j + 0.5, i + 0.5).
@@ -9,14 +9,30 @@ Conventions (METHOD.md, binding):
   rows x columns, except the dynamic budget ``SHORTxLONG``.
 - ``mpp``: micrometres per pixel; ``downsample``: level-0 pixels per level pixel.
 - Grids: float tensors of shape (h, w, 2) holding (x, y) in level-0 pixel coordinates.
+
+Boxes come in one order per kind, each named below (:data:`BoxXYXY`, :data:`TileRC`,
+:data:`TileYXHW`); a module that orders a box differently for its own use (a sort key)
+says so where it does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
-__all__ = ["XY", "WH", "HW", "Mpp", "Region"]
+__all__ = ["HW", "WH", "XY", "BoxXYXY", "Mpp", "Region", "TileRC", "TileYXHW"]
+
+#: A box ``(x0, y0, x1, y1)``: half-open ``[x0, x1) x [y0, y1)`` in pixels of one level
+#: (level 0 unless a name says otherwise). Regions, grids, level boxes, output frames.
+BoxXYXY: TypeAlias = Sequence[float]
+#: An output tile ``(r0, r1, c0, c1)``: rows ``r0:r1`` and columns ``c0:c1`` of a raster,
+#: i.e. ``array[r0:r1, c0:c1]``. The inverse's tiles and the readers' windows
+#: ``(y0, y1, x0, x1)``.
+TileRC: TypeAlias = tuple[int, int, int, int]
+#: A tile read request ``(y0, x0, h, w)``: top-left row and column, then the shape, as
+#: ``read_tile(y0, x0, h, w)`` of the synthetic slides and the mask writer takes it.
+TileYXHW: TypeAlias = tuple[int, int, int, int]
 
 
 class XY(NamedTuple):

@@ -35,7 +35,7 @@ class Quads(NamedTuple):
 
     nodes: np.ndarray  # (h, w, 2) float32, output-pixel coordinates
     coef: np.ndarray  # (10, h-1, w-1) float32
-    box: np.ndarray  # (4, Q): xmin, xmax, ymin, ymax
+    box: np.ndarray  # (4, Q): xmin, xmax, ymin, ymax (a column layout, not a box tuple)
     col_span: np.ndarray  # (2, w-1): xmin, xmax over each column of quads
     row_span: np.ndarray  # (2, h-1): ymin, ymax over each row of quads
 

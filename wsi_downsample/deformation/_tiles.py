@@ -11,11 +11,12 @@ import numpy as np
 from torch import Tensor
 
 from wsi_downsample._arrays import as_numpy
+from wsi_downsample._types import TileRC
 
 __all__ = ["Array", "InverseTile", "Tile", "as_numpy", "assemble", "output_nodes", "run_tiles"]
 
 Array = Tensor | np.ndarray
-Tile = tuple[int, int, int, int]  # r0, r1, c0, c1
+Tile = TileRC  # (r0, r1, c0, c1), see wsi_downsample._types
 
 
 class InverseTile(NamedTuple):

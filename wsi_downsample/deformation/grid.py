@@ -21,12 +21,11 @@ uniform ``d`` gives a zero displacement, i.e. exactly the lattice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wsi_downsample._types import BoxXYXY
 from wsi_downsample.errors import ConfigError
 
 __all__ = [
@@ -41,7 +40,7 @@ __all__ = [
 
 PADDINGS = ("replicate", "reflect")
 
-Box = Sequence[float]
+Box = BoxXYXY  # level-0 (x0, y0, x1, y1), see wsi_downsample._types
 
 
 def gaussian_kernel1d(sigma: float, radius: int, *, dtype=torch.float32, device=None) -> Tensor:

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.spatial import cKDTree
 
+from wsi_downsample._types import BoxXYXY
 from wsi_downsample.deformation._quads import (
     Quads,
     build_quads,
@@ -64,7 +65,7 @@ class OutputFrame(NamedTuple):
         return (self.col0 * self.downsample, self.row0 * self.downsample)
 
     @classmethod
-    def for_region(cls, region_box: Sequence[float], downsample: float) -> OutputFrame:
+    def for_region(cls, region_box: BoxXYXY, downsample: float) -> OutputFrame:
         """The smallest crop of the slide frame at ``downsample`` covering a level-0 box."""
         x0, y0, x1, y1 = (float(v) / downsample for v in region_box)
         r0, c0 = math.floor(y0), math.floor(x0)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from wsi_downsample._types import Region
+from wsi_downsample._types import BoxXYXY, Region
 from wsi_downsample.slides._common import to_rgb
 from wsi_downsample.slides.base import SlideReader
 from wsi_downsample.slides.pyramid import best_level_for_downsample
@@ -46,9 +46,7 @@ def area_weights(start: float, stop: float, n_out: int, n_in: int) -> torch.Tens
     return overlap / total
 
 
-def area_resize(
-    image: torch.Tensor, box: tuple[float, float, float, float], shape_hw: tuple[int, int]
-) -> torch.Tensor:
+def area_resize(image: torch.Tensor, box: BoxXYXY, shape_hw: tuple[int, int]) -> torch.Tensor:
     """Area-average the box ``(x0, y0, x1, y1)`` (pixel units of ``image``) to ``shape_hw``.
 
     Separable and exact in continuous coordinates: each output pixel is the mean of the

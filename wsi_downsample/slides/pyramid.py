@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 
 from wsi_downsample._arrays import as_pair
+from wsi_downsample._types import BoxXYXY
 from wsi_downsample.errors import LevelError
 from wsi_downsample.slides._checks import Placeholder
 
@@ -107,7 +108,7 @@ def level_to_level0(xy: tuple[float, float], downsample: Scale) -> tuple[float, 
 
 
 def level_box(
-    box_level0: tuple[float, float, float, float],
+    box_level0: BoxXYXY,
     downsample: Scale,
     *,
     shape_hw: tuple[int, int] | None = None,

@@ -144,6 +144,8 @@ def find_tissue_regions(reader: Any, *, pad: int = 0, **kw: Any) -> list[Region]
         x1 = min(w, math.ceil(sl[1].stop * ds) + pad)
         y1 = min(h, math.ceil(sl[0].stop * ds) + pad)
         area = min(float(counts[k]) * ds * ds, float((x1 - x0) * (y1 - y0)))
+        # (y0, x0, x1, y1, area): a sort key for reading order (top to bottom, left to
+        # right), not a box convention; regions leave here as BoxXYXY (Region.x0 ... y1)
         boxes.append((y0, x0, x1, y1, area))
     boxes.sort()
     return [Region(i, x0, y0, x1, y1, area) for i, (y0, x0, x1, y1, area) in enumerate(boxes)]

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from wsi_downsample._types import TileYXHW
 from wsi_downsample.synthetic.budget_layout import BudgetLayout, Lesion
 from wsi_downsample.synthetic.budget_texture import LESION_PERIOD, lesion_textures
 from wsi_downsample.synthetic.render import _BG32, BACKGROUND_RGB, TileLabels, _core_map
@@ -30,7 +31,7 @@ def lesion_inside(lesion: Lesion, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.hypot(p, q) <= edge
 
 
-def _paint_lesions(labels: np.ndarray, near: list, layout: BudgetLayout, tile: tuple) -> None:
+def _paint_lesions(labels: np.ndarray, near: list, layout: BudgetLayout, tile: TileYXHW) -> None:
     """Write the class of every lesion of the ``near`` cores into the tile's ``labels``."""
     y0, x0, h, w = tile
     for k, _ in near:

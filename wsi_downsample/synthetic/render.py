@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsi_downsample._types import TileYXHW
 from wsi_downsample.synthetic.layout import Core, Layout
 from wsi_downsample.synthetic.texture import PERIOD, pack_rgb, textures, uniform
 
@@ -200,7 +201,7 @@ def render_labels(layout: Layout, y0: int, x0: int, h: int, w: int) -> TileLabel
     return TileLabels(labels, core, (empty, empty), np.zeros(0, np.float32), np.zeros(0))
 
 
-def _gland_pixels(g: _Glands, cy0: int, cx0: int, cell: int, tile: tuple) -> tuple:
+def _gland_pixels(g: _Glands, cy0: int, cx0: int, cell: int, tile: TileYXHW) -> tuple:
     """Tile rows, cols, normalised radius, lumen ratio and class of all gland pixels.
 
     All glands at once: each gets an ``S x S`` window around its centre (``S`` fits the
