@@ -1,8 +1,9 @@
 """Manifest CSVs: read, resolve paths, and validate every row before any work starts.
 
-Columns (ECOSYSTEM.md): ``slide_path`` (required), ``mask_path``, ``split``
-(train/val/test, default test), ``slide_id`` (default the slide's stem), ``patient_id``,
-``fold``, ``mpp``, ``label_map``. Relative paths resolve against the CSV's folder.
+Columns (the README's "Data: manifests and configs"): ``slide_path`` (required),
+``mask_path``, ``split`` (train/val/test, default test), ``slide_id`` (default the slide's
+stem), ``patient_id``, ``fold``, ``mpp``, ``label_map``. Relative paths resolve against the
+CSV's folder.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stats-first segmentation metrics: confusion counts, then IoU, mIoU, trimap accuracy.
 
 Reduce a dataset by summing counts, then take the IoU once. Three mIoU names keep the frames
-apart (METHOD.md "Metrics"): ``miou_full_resolution`` (prediction after the inverse vs the
+apart (docs/method.md, "Metrics"): ``miou_full_resolution`` (prediction after the inverse vs the
 label in the output frame), ``miou_warped_space`` (P_hat vs Y_hat in the deformed low-res
 space) and ``intrinsic_iou`` (IoU(Y', Y) with Y' = inverse(G(Y))). The mean IoU excludes
 classes absent from both prediction and label (union 0).

@@ -1,6 +1,6 @@
 """Density -> sampling grid (Jin et al. 2022, eq. 3), in level-0 pixel coordinates.
 
-Coordinate frame (METHOD.md "Conventions"): a region is the level-0 box
+Coordinate frame (docs/method.md, "Conventions"): a region is the level-0 box
 ``(x0, y0, x1, y1)``; pixel (row i, col j) covers ``[j, j+1) x [i, i+1)`` and has centre
 ``(j + 0.5, i + 0.5)``. A grid is a float tensor ``(h, w, 2)`` (or ``(N, h, w, 2)``) of
 ``(x, y)`` = (column, row) sample positions in that frame. The uniform grid of shape ``h x w``

@@ -1,4 +1,4 @@
-"""The low-resolution view X_lr of a region (METHOD.md point 1): exact area averages."""
+"""The low-resolution view X_lr of a region (docs/method.md, piece 1): exact area averages."""
 
 from __future__ import annotations
 

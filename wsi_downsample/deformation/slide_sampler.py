@@ -1,4 +1,4 @@
-"""The slide-backed deformed sampler G_d (METHOD.md point 3): reads only the tiles a grid needs.
+"""The slide-backed deformed sampler G_d (docs/method.md, piece 4): reads only needed tiles.
 
 A grid holds ``(x, y)`` sample positions in level-0 pixel coordinates. Each point is read
 from one pyramid level (``fixed``: the source level; ``adaptive``: mip-mapping from the

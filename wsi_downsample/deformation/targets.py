@@ -54,7 +54,7 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
 def boundary_target(
     labels: Tensor | np.ndarray, out_shape_hw: tuple[int, int], *, sigma: float = 1.0
 ) -> Tensor:
-    """Target deformation map ``d_t`` of the edge loss (METHOD.md point 5).
+    """Target deformation map ``d_t`` of the edge loss (docs/method.md, piece 6).
 
     Class-agnostic boundaries computed at full resolution, max-pooled to the density's shape
     and blurred (``sigma`` in density cells). A single-class label gives zeros, never NaN.

@@ -1,4 +1,4 @@
-"""HRNetV2 segmenter on timm's HRNet backbones (METHOD.md point 4)."""
+"""HRNetV2 segmenter on timm's HRNet backbones (docs/method.md, piece 5)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Pure pyramid arithmetic: level choice by downsample or mpp, and level-0 <-> level-k frames.
 
-Convention (METHOD.md): a point at level k is the level-0 point divided by that level's
+Convention (docs/method.md): a point at level k is the level-0 point divided by that level's
 downsample; pixel (row i, col j) covers [j, j+1) x [i, i+1) in its own level.
 """
 
