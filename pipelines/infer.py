@@ -125,8 +125,9 @@ def predict_regions(
         spacing = float(local_spacing(_torch(grid)).mean()) * mpp if grid.size > 2 else math.inf
         if spacing > MAX_SPACING_UM:
             log.warning(
-                "region %d (%dx%d px): mean sample spacing %.1f um exceeds %.0f um; the budget "
-                "cannot resolve it, do not trust its mask",
+                "%s: region %d (%dx%d px): mean sample spacing %.1f um exceeds %.0f um; the "
+                "budget cannot resolve it, do not trust its mask",
+                Path(getattr(slide, "path", "slide")).name,
                 region.index,
                 region.size_wh[0],
                 region.size_wh[1],
