@@ -53,9 +53,7 @@ class WsiSegError(Exception):
         a parameter without a flag is shown as in Python."""
         if not self.hint:
             return self.message
-        parts = [
-            f"{flags[k]} {v}" if k in flags else f"{k}={v!r}" for k, v in self.hint.items()
-        ]
+        parts = [_cli_fix(flags.get(k), k, v) for k, v in self.hint.items()]
         return f"{self.message}; try {' or '.join(parts)}"
 
 
@@ -101,6 +99,18 @@ class BudgetError(WsiSegError, ValueError):
 
 class CacheError(WsiSegError, OSError):
     """A zarr level cache cannot be written or read."""
+
+
+def _cli_fix(flag: str | None, param: str, value: object) -> str:
+    """One hint as the command line says it: ``--flag VALUE``, a bare ``--flag`` for
+    ``True``, ``without --flag`` for ``False``; ``param=value`` when no flag sets it."""
+    if flag is None:
+        return f"{param}={value!r}"
+    if value is True:
+        return flag
+    if value is False:
+        return f"without {flag}"
+    return f"{flag} {value}"
 
 
 class OutputExistsError(WsiSegError, FileExistsError):

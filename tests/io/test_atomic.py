@@ -52,7 +52,7 @@ def test_existing_output_refused_without_overwrite(tmp_path) -> None:
     with pytest.raises(OutputExistsError, match="m.tif exists") as info:
         with atomic_path(out, overwrite=False):
             pass
-    assert info.value.cli_message({"overwrite": "--overwrite"}).endswith("try --overwrite True")
+    assert info.value.cli_message({"overwrite": "--overwrite"}).endswith("try --overwrite")
     assert out.read_text() == "old"
 
 
