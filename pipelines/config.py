@@ -112,6 +112,11 @@ class LossConfig:
     gamma_schedule: str = rule("constant", choices=("constant", "poly"))
     gamma_power: float = rule(0.9, low=0.0, high=10.0)
     edge_sigma: float = rule(1.0, low=0.0, high=100.0)
+    # none | balanced: inverse class frequency of the training regions' labels, to the power
+    # class_weight_power (0.5: square root), divided by the smallest, clipped at class_weight_max
+    class_weights: str = rule("none", choices=("none", "balanced"))
+    class_weight_power: float = rule(0.5, low=0.0, high=2.0)
+    class_weight_max: float = rule(10.0, low=1.0, high=1e4)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ __all__ = [
     "collate_items",
     "EpochIndices",
     "stain_jitter",
+    "region_class_counts",
 ]
 
 log = logging.getLogger(__name__)
@@ -289,3 +290,39 @@ def stain_jitter(image: torch.Tensor, strength: float, generator: torch.Generato
     shift = strength * 0.1 * (2 * torch.rand(3, generator=generator) - 1)
     od = od * scale.to(od) + shift.to(od)
     return torch.exp(-(od @ to_rgb)).clamp(0, 1).permute(2, 0, 1)
+
+
+def region_class_counts(
+    records: list[RegionRecord], config: Config, *, max_downsample: float = 8.0
+) -> np.ndarray:
+    """Pixels per class inside the regions' boxes, read from the coarsest mask level at most
+    ``max_downsample`` level-0 pixels per pixel (counts of that level; ignored values
+    dropped). The frequencies ``loss.class_weights: balanced`` is computed from.
+
+    Shape: ``-> (num_classes,)`` int64.
+    """
+    from wsi_downsample.slides import open_mask, open_slide
+
+    counts = np.zeros(256, np.int64)
+    by_slide: dict[str, list[RegionRecord]] = {}
+    for record in records:
+        by_slide.setdefault(record.slide_path, []).append(record)
+    for group in by_slide.values():
+        first = group[0]
+        with open_slide(first.slide_path, mpp=first.mpp) as slide:
+            mask = open_mask(first.mask_path, slide=slide)
+            try:
+                scales = [mask.frame_downsample * d for d in mask.level_downsamples]
+                level = max(
+                    (k for k, d in enumerate(scales) if d <= max_downsample), key=scales.__getitem__
+                )
+                lut, array = config.label_lut(first.label_map), mask.level_array(level)
+                for rec in group:
+                    r, d = rec.region, scales[level]
+                    y0, x0, y1, x1 = (int(v // d) for v in (r.y0, r.x0, -r.y1, -r.x1))
+                    block = np.asarray(array[y0:-y1, x0:-x1])
+                    block = block[..., 0] if block.ndim == 3 else block
+                    counts += np.bincount(lut[block.ravel()], minlength=256)[:256]
+            finally:
+                mask.close()
+    return counts[: config.num_classes]

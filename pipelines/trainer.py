@@ -121,12 +121,14 @@ class Trainer:
         optimizer = torch.optim.Adam(core.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, t.lr_step, gamma=t.lr_gamma)
         loader, shard = _loader(train_set, config)
-        steps = len(loader) if t.steps is None else min(t.steps, len(loader))
+        steps = len(loader) if t.steps is None else t.steps  # > len(loader): passes cycle
         slides = OpenSlides(level_choice=core.level_choice, source_mpp=core.source_mpp)
         if t.stain_jitter > 0:
             gen = torch.Generator().manual_seed(t.seed)
             core.augment = lambda image: stain_jitter(image, t.stain_jitter, gen)
-        seg = SegmentationLoss(config.loss.segmentation, ignore_index=IGNORE)
+        seg = SegmentationLoss(
+            config.loss.segmentation, ignore_index=IGNORE, weight=_class_weights(train_set, config)
+        ).to(device)
         return cls(
             config,
             run_dir,
@@ -171,8 +173,6 @@ class Trainer:
         the latest one while nothing has been scored."""
         epochs = self.config.train.epochs
         for epoch in range(self.epoch, epochs):
-            self.shard.set_epoch(epoch)
-            self.train_set.set_epoch(epoch)
             row = self.train_epoch(epoch, progress)
             self.scheduler.step()
             every = self.config.train.val_every
@@ -211,10 +211,16 @@ class Trainer:
         sums |= {"model": 0.0, "regions": 0.0, "steps": 0.0}
         start = time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch, disable=not progress, desc=f"epoch {epoch + 1}")
-        batches = iter(self.loader)
+        passes = -(-self.steps_per_epoch // max(len(self.loader), 1))
+        pass_index = 0
+        batches = self._pass(epoch, pass_index, passes)
         for _ in range(self.steps_per_epoch):
             t0 = time.perf_counter()
             batch = next(batches, None)
+            if batch is None:  # the regions are used up: the next pass, new order and flips
+                pass_index += 1
+                batches = self._pass(epoch, pass_index, passes)
+                batch = next(batches, None)
             if batch is None:
                 break
             t1 = time.perf_counter()
@@ -241,6 +247,16 @@ class Trainer:
             )
         bar.close()
         return self._train_row(epoch, sums, time.perf_counter() - start)
+
+    def _pass(self, epoch: int, index: int, passes: int) -> Any:
+        """An iterator over the loader for pass ``index`` of an epoch of ``passes`` passes
+        (``train.steps`` above the number of batches): shuffling and flips are drawn for the
+        pass ``epoch * passes + index``, so one pass per epoch is the plain epoch."""
+        if index >= passes:
+            return iter(())
+        self.shard.set_epoch(epoch * passes + index)
+        self.train_set.set_epoch(epoch * passes + index)
+        return iter(self.loader)
 
     def _train_row(self, epoch: int, sums: dict[str, float], seconds: float) -> dict[str, Any]:
         totals = {k: ddp.all_reduce_sum(v) for k, v in sums.items()}
@@ -321,6 +337,22 @@ def batch_loss(
         )
     parts = {"seg": float(seg.detach()), "edge": float(edge.detach()), "gamma": gamma}
     return total, parts | out.timings
+
+
+def _class_weights(dataset: RegionDataset, config: Config) -> torch.Tensor | None:
+    """``loss.class_weights``: None, or balanced weights from the training regions' labels."""
+    from pipelines.data import region_class_counts
+    from wsi_downsample.losses import class_weights_from_counts
+
+    loss = config.loss
+    if loss.class_weights == "none":
+        return None
+    counts = region_class_counts(dataset.records, config)
+    weights = class_weights_from_counts(
+        torch.from_numpy(counts), power=loss.class_weight_power, max_ratio=loss.class_weight_max
+    )
+    log.info("class weights %s from pixel counts %s", weights.tolist(), counts.tolist())
+    return weights
 
 
 def _loader(dataset: RegionDataset, config: Config) -> tuple[Any, Any]:

@@ -128,3 +128,32 @@ def test_floored_scale_equals_min_max_once_the_span_is_large():
     tiny = torch.tensor([[[[1.0, 1.0], [1.0, 1.0 + 1e-6]]]], dtype=torch.float64)
     # span 1e-6 < 0.5 * mean: scaled by 0.5 * mean, not blown up to [0, 1]
     assert minmax_scale(tiny).max().item() == pytest.approx(1e-6 / (0.5 * (1 + 0.25e-6)))
+
+
+def test_class_weights_from_counts_sqrt_clip_and_absent_classes():
+    from wsi_downsample.losses import class_weights_from_counts
+
+    counts = torch.tensor([9600.0, 300.0, 100.0, 0.0])
+    # frequencies 0.96, 0.03, 0.01 -> (f / 0.96) ** -0.5 = 1, sqrt(32), sqrt(96); absent: max
+    w = class_weights_from_counts(counts, power=0.5, max_ratio=9.0)
+    assert w.tolist() == pytest.approx([1.0, math.sqrt(32), 9.0, 9.0], rel=1e-6)
+    assert class_weights_from_counts(counts, power=1.0, max_ratio=1e4)[2] == pytest.approx(96.0)
+    assert class_weights_from_counts(torch.zeros(3)).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="max_ratio >= 1"):
+        class_weights_from_counts(counts, max_ratio=0.5)
+
+
+def test_weighted_losses_are_weighted_means_over_valid_pixels():
+    logits, target = _logits_target()
+    weight = torch.tensor([1.0, 2.0, 5.0, 0.5])
+    valid = target != 255
+    safe = target.clamp(max=3)
+    w = weight[safe][valid]
+    logp = F.log_softmax(logits, 1).gather(1, safe[:, None])[:, 0][valid]
+    ce = SegmentationLoss("ce", weight=weight)(logits, target)
+    assert ce.item() == pytest.approx((-(w * logp).sum() / w.sum()).item(), rel=1e-6)
+    focal = SegmentationLoss("focal", gamma=2.0, weight=weight)(logits, target)
+    manual = (-w * (1 - logp.exp()) ** 2 * logp).sum() / w.sum()
+    assert focal.item() == pytest.approx(manual.item(), rel=1e-5)
+    ones = SegmentationLoss("ce", weight=torch.ones(4))(logits, target)
+    assert ones.item() == pytest.approx(SegmentationLoss("ce")(logits, target).item(), rel=1e-6)

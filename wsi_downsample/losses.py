@@ -16,6 +16,7 @@ __all__ = [
     "SCHEDULES",
     "minmax_scale",
     "edge_loss",
+    "class_weights_from_counts",
     "SegmentationLoss",
     "gamma_at",
     "JointLossOutput",
@@ -55,11 +56,37 @@ def edge_loss(density: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(minmax_scale(density), minmax_scale(target.to(density.dtype)))
 
 
+def class_weights_from_counts(
+    counts: Tensor, *, power: float = 0.5, max_ratio: float = 10.0
+) -> Tensor:
+    """Inverse-frequency class weights ``(n_c / n) ** -power``, clipped, smallest weight 1.
+
+    ``power`` 1 is plain inverse frequency, 0.5 its square root (rare classes are not
+    weighted up to their noise). Weights are divided by the smallest one, then clipped at
+    ``max_ratio``; a class without pixels gets ``max_ratio``. No pixel at all: all ones.
+
+    Shape: ``(C,)`` pixel counts -> ``(C,)`` float32.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if max_ratio < 1 or power < 0:
+        raise ConfigError(f"need max_ratio >= 1 and power >= 0, got {max_ratio}, {power}")
+    total = counts.sum()
+    if total <= 0:
+        return torch.ones(counts.shape, dtype=torch.float32)
+    present = counts > 0
+    weights = torch.full(counts.shape, float("inf"), dtype=torch.float64)
+    weights[present] = (counts[present] / total) ** -power
+    weights = weights / weights[present].min()
+    return weights.clamp(max=max_ratio).float()
+
+
 class SegmentationLoss(nn.Module):
     """Focal (paper text, MONAI) or cross-entropy (authors' histology code) in warped space.
 
     Pixels equal to ``ignore_index`` add nothing; the loss is the mean over the others
-    (focal: summed over classes per pixel). All pixels ignored gives 0.
+    (focal: summed over classes per pixel). All pixels ignored gives 0. With per-class
+    ``weight`` both losses are the weighted mean ``sum w_y l / sum w_y`` over valid pixels
+    (PyTorch's weighted cross-entropy; the focal loss normalised the same way).
 
     Parameters
     ----------
@@ -67,13 +94,24 @@ class SegmentationLoss(nn.Module):
     ignore_index : int
     gamma : float
         Focusing parameter of the focal loss.
+    weight : Tensor, optional
+        ``(C,)`` per-class weights (``class_weights_from_counts``); None: all 1.
     """
 
-    def __init__(self, name: str = "focal", *, ignore_index: int = 255, gamma: float = 2.0):
+    def __init__(
+        self,
+        name: str = "focal",
+        *,
+        ignore_index: int = 255,
+        gamma: float = 2.0,
+        weight: Tensor | None = None,
+    ):
         super().__init__()
         if name not in SEG_LOSSES:
             raise ConfigError(f"unknown loss {name!r}; available: {', '.join(SEG_LOSSES)}")
         self.name, self.ignore_index = name, ignore_index
+        self.weight: Tensor | None
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight).float())
         self.focal = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=gamma, reduction="none")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -82,11 +120,15 @@ class SegmentationLoss(nn.Module):
         valid = target != self.ignore_index
         if not bool(valid.any()):
             return logits.sum() * 0.0
+        weight = None if self.weight is None else self.weight.to(logits)
         if self.name == "ce":
-            return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+            return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
         safe = torch.where(valid, target, torch.zeros_like(target))
         per_pixel = self.focal(logits, safe[:, None]).sum(1)
-        return (per_pixel * valid).sum() / valid.sum()
+        norm = valid.to(logits) if weight is None else weight[safe] * valid
+        if weight is not None:
+            per_pixel = per_pixel * weight[safe]
+        return (per_pixel * valid).sum() / norm.sum()
 
 
 def gamma_at(

@@ -174,7 +174,7 @@ def test_failing_slide_aborts_naming_it_or_is_skipped(manifest, tmp_path, monkey
         return original(self, index, epoch)
 
     monkeypatch.setattr(RegionDataset, "_prepare", flaky)
-    config = write_config(tmp_path / "c.yaml", train={"steps": 2, "batch_size": 3})
+    config = write_config(tmp_path / "c.yaml", train={"steps": 1, "batch_size": 3})
     with pytest.raises(CorruptSlideError, match=r"synthetic_00\d.svs \(region \d\): tile 3"):
         _train(manifest, tmp_path, "a", config)
     run = _train(manifest, tmp_path, "b", config, skip_errors=True)

@@ -90,3 +90,41 @@ def test_thread_and_device_keys(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda:1")
+
+
+def test_class_weight_keys_reach_the_segmentation_loss(tmp_path):
+    import numpy as np
+
+    from pipelines.data import region_class_counts
+    from pipelines.trainer import Trainer
+    from tests.pipelines.train_testkit import make_slides, write_config
+    from wsi_downsample.losses import class_weights_from_counts
+
+    manifest = make_slides(tmp_path / "slides", count=2)
+    loss = {"class_weights": "balanced", "class_weight_power": 1.0, "class_weight_max": 7.0}
+    train = {"steps": 5, "batch_size": 1, "epochs": 1}
+    config = load_config(write_config(tmp_path / "c.yaml", loss=loss, train=train))
+    trainer = Trainer.create(manifest, config, tmp_path, torch.device("cpu"))
+    counts = region_class_counts(trainer.train_set.records, config)
+    assert counts.shape == (config.num_classes,) and counts.min() > 0
+    expected = class_weights_from_counts(torch.from_numpy(counts), power=1.0, max_ratio=7.0)
+    weight = trainer.seg_loss.weight
+    assert torch.equal(weight, expected)
+    manual = np.minimum(counts.max() / counts, 7.0)  # power 1: inverse frequency, clipped
+    np.testing.assert_allclose(weight.numpy(), manual, rtol=1e-6)
+    # steps above the batches of one pass: the epoch cycles the regions (new order and flips)
+    assert trainer.steps_per_epoch == 5 > len(trainer.loader)
+    none = Trainer.create(manifest, load_config(None), tmp_path, torch.device("cpu"))
+    assert none.seg_loss.weight is None
+
+
+def test_class_weight_keys_have_range_rules():
+    from wsi_downsample.errors import ConfigError
+
+    for key, bad in (
+        ("loss.class_weights", "inverse"),
+        ("loss.class_weight_power", -0.5),
+        ("loss.class_weight_max", 0.5),
+    ):
+        with pytest.raises(ConfigError, match=key.split(".")[1]):
+            load_config(None, {key: bad})
