@@ -399,7 +399,10 @@ def _interrupt(argv: list[str], sig: int, wait_s: float, cwd: Path) -> subproces
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(wait_s)
+    if wait_s < 0:  # after the command's first line of output (it is at work by then)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+    time.sleep(abs(wait_s))
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -456,9 +459,9 @@ def _interrupt_argv(command: str, ws: Path, tmp: Path) -> list[str]:
     [
         ("synth", signal.SIGINT, 3.0),
         ("intrinsic", signal.SIGTERM, 3.0),
-        ("infer", signal.SIGINT, 5.0),
-        ("evaluate", signal.SIGTERM, 5.0),
-        ("demo", signal.SIGTERM, 8.0),
+        ("infer", signal.SIGINT, 3.0),
+        ("evaluate", signal.SIGTERM, 3.0),
+        ("demo", signal.SIGTERM, -0.5),
         ("train", signal.SIGINT, 8.0),
     ],
 )
