@@ -30,7 +30,7 @@ SCHEDULES = ("constant", "poly")
 def minmax_scale(maps: Tensor, *, span_floor: float = 0.5) -> Tensor:
     """Per-image min-max scaling with a floored span: ``(d - min d) / max(span, f * mean d)``.
 
-    Deviation from the paper (documented in METHOD.md point 5): pure min-max scaling
+    Deviation from the paper (docs/method.md, piece 6): pure min-max scaling
     (``span_floor=0``) has an exactly zero gradient at a constant map — the deformation
     net's uniform start — and a gradient of order ``1 / span`` at tiny spreads (about 4e4
     times the usual for a spread of 1e-6). Flooring the span at ``span_floor`` times the
