@@ -84,3 +84,18 @@ def test_identity_lut_and_unknown_map() -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_default_yaml_documents_exactly_the_defaults(repo_root) -> None:
+    import dataclasses
+
+    from pipelines.config import Config
+
+    loaded = load_config(repo_root / "configs" / "default.yaml")
+    assert loaded == load_config()
+    for section in dataclasses.fields(Config):
+        value = getattr(Config(), section.name)
+        if dataclasses.is_dataclass(value):
+            text = (repo_root / "configs" / "default.yaml").read_text()
+            missing = [f.name for f in dataclasses.fields(value) if f"  {f.name}:" not in text]
+            assert not missing, (section.name, missing)
