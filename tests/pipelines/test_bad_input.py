@@ -389,6 +389,20 @@ def test_unexpected_error_names_command_and_input_exit_1(monkeypatch, ws: Path) 
     assert debug.exit_code == 1 and "Traceback" in debug.stderr
 
 
+def _wait_for_handler(pid: int, sig: int, timeout_s: float = 30.0) -> None:
+    """Wait until the process catches ``sig`` (its guard is installed): SigCgt in /proc."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        caught = int(next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1], 16)
+        if caught >> (int(sig) - 1) & 1:
+            return
+        time.sleep(0.02)
+
+
 def _interrupt(argv: list[str], sig: int, wait_s: float, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -399,6 +413,7 @@ def _interrupt(argv: list[str], sig: int, wait_s: float, cwd: Path) -> subproces
         stderr=subprocess.PIPE,
         text=True,
     )
+    _wait_for_handler(proc.pid, sig)
     if wait_s < 0:  # after the command's first line of output (it is at work by then)
         assert proc.stdout is not None
         proc.stdout.readline()
@@ -458,7 +473,7 @@ def _interrupt_argv(command: str, ws: Path, tmp: Path) -> list[str]:
     "command, sig, wait_s",
     [
         ("synth", signal.SIGINT, 3.0),
-        ("intrinsic", signal.SIGTERM, 3.0),
+        ("intrinsic", signal.SIGTERM, 0.3),
         ("infer", signal.SIGINT, 3.0),
         ("evaluate", signal.SIGTERM, 3.0),
         ("demo", signal.SIGTERM, -0.5),
