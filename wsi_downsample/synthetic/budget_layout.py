@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from wsi_downsample.errors import BudgetError
-from wsi_downsample.synthetic.layout import Core
+from wsi_downsample.synthetic.layout import Core, CoreIndex
 
 __all__ = [
     "LESION_CLASSES",
@@ -80,7 +80,7 @@ class Lesion:
 
 
 @dataclass(frozen=True)
-class BudgetLayout:
+class BudgetLayout(CoreIndex):
     """Cores and their lesions on a budget-preset slide."""
 
     shape_hw: tuple[int, int]
@@ -88,17 +88,6 @@ class BudgetLayout:
     seed: int
     cores: tuple[Core, ...]
     lesions: tuple[tuple[Lesion, ...], ...]  # per core
-
-    @cached_property
-    def boxes(self) -> np.ndarray:
-        """The cores' boxes as an ``(n, 4)`` array of ``x0, y0, x1, y1``."""
-        return np.array([c.box for c in self.cores], np.float64).reshape(-1, 4)
-
-    def cores_in(self, y0: int, x0: int, h: int, w: int) -> list[int]:
-        """Indices of the cores whose box meets the window ``[y0, y0+h) x [x0, x0+w)``."""
-        b = self.boxes
-        hit = (b[:, 0] < x0 + w) & (b[:, 2] > x0) & (b[:, 1] < y0 + h) & (b[:, 3] > y0)
-        return [int(k) for k in np.flatnonzero(hit)]
 
 
 def min_budget_shape(mpp: float) -> tuple[int, int]:

@@ -9,8 +9,7 @@ import numpy as np
 from wsi_downsample._types import TileYXHW
 from wsi_downsample.synthetic.budget_layout import BudgetLayout, Lesion
 from wsi_downsample.synthetic.budget_texture import LESION_PERIOD, lesion_textures
-from wsi_downsample.synthetic.render import _BG32, BACKGROUND_RGB, TileLabels, _core_map
-from wsi_downsample.synthetic.texture import textures
+from wsi_downsample.synthetic.render import TileLabels, _core_map, _glass, glass_and_stroma
 
 __all__ = ["render_budget_labels", "render_budget_rgb", "lesion_inside"]
 
@@ -77,13 +76,9 @@ def render_budget_rgb(
     Shape: ``(h, w, 3)`` uint8 and :class:`TileLabels` of ``(h, w)``.
     """
     lab = render_budget_labels(layout, y0, x0, h, w)
-    background = lab.core < 0
-    if background.all():
-        img = np.empty((h, w, 3), np.uint8)
-        img[:] = BACKGROUND_RGB
-        return img, lab
-    tex = textures(layout.seed, layout.mpp)
-    packed = np.where(background, _BG32, tex.lookup("stroma", y0, x0, h, w))
+    packed = glass_and_stroma(layout.seed, layout.mpp, lab.core, y0, x0)
+    if packed is None:
+        return _glass(h, w), lab
     rows, cols = np.nonzero(lab.labels)
     if rows.size:
         lesions = lesion_textures(layout.seed, layout.mpp)

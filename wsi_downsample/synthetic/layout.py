@@ -71,15 +71,10 @@ class Core:
         return self.cx + du * c - v * s, self.cy + du * s + v * c
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Everything drawn on a synthetic slide, as a few numbers: cores and gland settings."""
+class CoreIndex:
+    """Which cores a tile window meets, from the cores' boxes (both layouts share it)."""
 
-    shape_hw: tuple[int, int]
-    mpp: float
-    seed: int
     cores: tuple[Core, ...]
-    cell: int  # side of the jittered gland grid's cells, level-0 pixels
 
     @cached_property
     def boxes(self) -> np.ndarray:
@@ -91,6 +86,17 @@ class Layout:
         b = self.boxes
         hit = (b[:, 0] < x0 + w) & (b[:, 2] > x0) & (b[:, 1] < y0 + h) & (b[:, 3] > y0)
         return [int(k) for k in np.flatnonzero(hit)]
+
+
+@dataclass(frozen=True)
+class Layout(CoreIndex):
+    """Everything drawn on a synthetic slide, as a few numbers: cores and gland settings."""
+
+    shape_hw: tuple[int, int]
+    mpp: float
+    seed: int
+    cores: tuple[Core, ...]
+    cell: int  # side of the jittered gland grid's cells, level-0 pixels
 
 
 def _slots(short: float, long: float, t: float, rng: np.random.Generator) -> list[tuple]:

@@ -225,6 +225,28 @@ def _gland_pixels(g: _Glands, cy0: int, cx0: int, cell: int, tile: TileYXHW) -> 
     return ry[n, si] - y0, rx[n, sj] - x0, rho, g.lumen[js, iz][n], g.cls[js, iz][n]
 
 
+def _glass(h: int, w: int) -> np.ndarray:
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = BACKGROUND_RGB
+    return img
+
+
+def glass_and_stroma(
+    seed: int, mpp: float, core: np.ndarray, y0: int, x0: int
+) -> np.ndarray | None:
+    """Packed RGB of a tile: glass off the cores, stroma texture on them; None when the
+    tile is all glass. RGB is packed as one uint32 per pixel: whole-pixel selects cost a
+    third as much.
+
+    Shape: core map ``(h, w)`` -> ``(h, w)`` uint32.
+    """
+    background = core < 0
+    if background.all():
+        return None
+    tex = textures(seed, mpp)
+    return np.where(background, _BG32, tex.lookup("stroma", y0, x0, *core.shape))
+
+
 def render_rgb(layout: Layout, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, TileLabels]:
     """H&E-like RGB pixels of a level-0 tile and its labels.
 
@@ -235,14 +257,10 @@ def render_rgb(layout: Layout, y0: int, x0: int, h: int, w: int) -> tuple[np.nda
     Shape: ``(h, w, 3)`` uint8 and :class:`TileLabels` of ``(h, w)``.
     """
     lab = render_labels(layout, y0, x0, h, w)
-    background = lab.core < 0
-    if background.all():
-        img = np.empty((h, w, 3), np.uint8)
-        img[:] = BACKGROUND_RGB
-        return img, lab
+    packed = glass_and_stroma(layout.seed, layout.mpp, lab.core, y0, x0)
+    if packed is None:
+        return _glass(h, w), lab
     tex = textures(layout.seed, layout.mpp)
-    # RGB packed as one uint32 per pixel: whole-pixel selects cost a third as much
-    packed = np.where(background, _BG32, tex.lookup("stroma", y0, x0, h, w))
     rows, cols = lab.gland_rc
     if rows.size:
         ty, tx = (rows + y0) % PERIOD, (cols + x0) % PERIOD
