@@ -105,9 +105,12 @@ def _signals() -> Iterator[None]:
 
 
 def _fail(line: str, code: int) -> None:
-    from wsi_downsample.io.atomic import remove_temporaries
-
-    remove_temporaries()
+    # No import here: a signal can land while a module is half imported, and
+    # importing again would fail. Temporaries exist only if atomic was loaded.
+    atomic = sys.modules.get("wsi_downsample.io.atomic")
+    remove_temporaries = getattr(atomic, "remove_temporaries", None)
+    if remove_temporaries is not None:
+        remove_temporaries()
     if _STATE["debug"]:
         traceback.print_exc()
     click.echo(line, err=True)

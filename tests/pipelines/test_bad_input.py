@@ -498,6 +498,24 @@ def test_interrupt_cleans_up(
         assert after == before
 
 
+def test_guard_failure_path_imports_nothing(repo_root: Path) -> None:
+    # A signal can land while a module is half imported (CI once caught SIGTERM
+    # inside scipy.ndimage's import); the guard's cleanup must not import again.
+    code = (
+        "import sys; sys.modules['wsi_downsample.io'] = None\n"
+        "from pipelines.cli import main\n"
+        "sys.argv = ['wsi-seg', 'infer']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: missing option --output; see 'wsi-seg infer --help'"
+    ]
+
+
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "semicolon"])
 def test_excel_manifests_are_read(ws: Path, tmp_path: Path, encoding: str) -> None:
     from pipelines.config import load_config
