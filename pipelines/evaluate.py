@@ -174,7 +174,7 @@ def _model_regions(model: Any, device: str) -> RegionFn:
         import torch
 
         tissue = find_regions(slide, min_area_um2=_min_area(model))
-        for region in tissue.regions:
+        for region, component in zip(tissue.regions, tissue.components, strict=True):
             t0 = time.perf_counter()
             with (
                 SlideSampler(
@@ -188,7 +188,14 @@ def _model_regions(model: Any, device: str) -> RegionFn:
             seconds = time.perf_counter() - t0
             stats = pred.stats
             yield RegionInput(
-                region, pred.probs, pred.grid, stats.bytes_read, stats.tiles_decoded, seconds
+                region,
+                pred.probs,
+                pred.grid,
+                stats.bytes_read,
+                stats.tiles_decoded,
+                seconds,
+                tissue.owner,
+                component,
             )
 
     return regions_of
@@ -259,7 +266,25 @@ def sidecar_paths(pred_dir: Path, row: ManifestRow) -> tuple[Path, Path | None]:
     return stem.with_name(stem.name + ".sampling.npz"), summary if summary.is_file() else None
 
 
-def _sidecar_regions(pred_dir: Path, num_classes: int) -> RegionFn:
+def _sidecar_owner(slide: Any, npz: Any, min_area_um2: float) -> Any:
+    """The owner map of infer's regions when the sidecar names each region's component and
+    the slide's regions found again have the same boxes (else None: whole boxes scored)."""
+    from pipelines.infer import find_regions
+
+    if not any(k.endswith("_component") for k in npz.files):
+        return None
+    tissue = find_regions(slide, min_area_um2=min_area_um2)
+    boxes = {
+        c: (r.x0, r.y0, r.x1, r.y1) for r, c in zip(tissue.regions, tissue.components, strict=True)
+    }
+    for key in (k for k in npz.files if k.endswith("_component")):
+        box = tuple(int(v) for v in npz[key.replace("_component", "_box_xyxy")])
+        if boxes.get(int(npz[key])) != box:
+            return None
+    return tissue.owner
+
+
+def _sidecar_regions(pred_dir: Path, num_classes: int, min_area_um2: float) -> RegionFn:
     """Regions of an infer sidecar: warped argmax -> one-hot scores, with the slide's grid."""
     from wsi_downsample._types import Region
 
@@ -270,6 +295,7 @@ def _sidecar_regions(pred_dir: Path, num_classes: int) -> RegionFn:
             data = json.loads(summary.read_text())
             records = {r["index"]: r for r in data.get("regions", [])}
         with np.load(sampling) as npz:
+            owner = _sidecar_owner(slide, npz, min_area_um2)
             found = (re.fullmatch(r"r(\d+)_box_xyxy", k) for k in npz.files)
             for index in sorted(int(m.group(1)) for m in found if m):
                 key = f"r{index}"
@@ -286,6 +312,8 @@ def _sidecar_regions(pred_dir: Path, num_classes: int) -> RegionFn:
                     int(stats.get("bytes_read", 0)),
                     int(stats.get("tiles_decoded", 0)),
                     float(seconds),
+                    owner,
+                    int(npz[f"{key}_component"]) if owner is not None else 0,
                 )
 
     return regions_of
@@ -316,7 +344,7 @@ def evaluate_pred_dir(
         "pred_dir": str(pred_dir.resolve()),
         "manifest": str(Path(manifest).resolve()),
     }
-    regions_of = _sidecar_regions(pred_dir, config.num_classes)
+    regions_of = _sidecar_regions(pred_dir, config.num_classes, config.data.min_region_area_um2)
     return evaluate_rows(rows, config, regions_of, settings, source_mpp=float(mpp), about=about)
 
 

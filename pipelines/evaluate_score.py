@@ -43,6 +43,11 @@ class RegionInput(NamedTuple):
     bytes_decoded: int = 0
     tiles_decoded: int = 0
     seconds: float = 0.0
+    #: ``io.canvas.TissueOwner`` of the slide's regions and this region's component: where
+    #: padded boxes overlap, an output pixel is scored only in the region owning it (as
+    #: infer writes it). None scores the whole box.
+    owner: Any = None
+    component: int = 0
 
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:
@@ -136,15 +141,20 @@ class LabelReader:
         self.sampler.close()
 
 
-def _trimap_rows(pred: np.ndarray, target: np.ndarray, bands_px: Sequence[float]) -> np.ndarray:
+def _trimap_rows(
+    pred: np.ndarray, target: np.ndarray, bands_px: Sequence[float], keep: np.ndarray | None
+) -> np.ndarray:
     """Correct and total pixels within each band of the label boundaries (one distance map;
-    the same pixels as ``metrics.trimap_counts``). Shape: ``-> (B, 2)`` int64."""
+    the same pixels as ``metrics.trimap_counts``), counting only ``keep`` pixels.
+    Shape: ``-> (B, 2)`` int64."""
     out = _zeros((len(bands_px), 2))
     edges = boundary_map(target)
     if not edges.any():
         return out
     dist = ndimage.distance_transform_edt(~edges)
     labelled, hit = target != IGNORE, pred == target
+    if keep is not None:
+        labelled &= keep
     for b, band in enumerate(bands_px):
         inside = (dist <= band) & labelled
         out[b] = (int((hit & inside).sum()), int(inside.sum()))
@@ -168,6 +178,10 @@ def score_region(
     scores, grid = as_numpy(item.scores), as_numpy(item.grid).astype(np.float64)
     kw: dict[str, Any] = {"origin_xy": frame.origin_xy, "downsample": downsample}
     truth = labels.at(frame)
+    keep = None
+    if item.owner is not None:
+        keep = item.owner.tile(frame.row0, frame.col0, frame.shape_hw, downsample) == item.component
+    scored = truth if keep is None else np.where(keep, truth, np.uint8(IGNORE))
     pred = np.empty(frame.shape_hw, np.uint8)
     for t in iter_inverse_tiles(scores, grid, frame.shape_hw, tile_size=tile_size, **kw):
         pred[t.rows, t.cols] = t.labels
@@ -178,11 +192,11 @@ def score_region(
         sampled, grid, frame.shape_hw, num_classes=num_classes, ignore_index=IGNORE, **kw
     )
     tally = Tally(num_classes, len(bands_px))
-    tally.full = confusion_counts(pred, truth, num_classes, ignore_index=IGNORE)
+    tally.full = confusion_counts(pred, scored, num_classes, ignore_index=IGNORE)
     tally.warped = confusion_counts(scores.argmax(0), sampled, num_classes, ignore_index=IGNORE)
-    tally.intrinsic = confusion_counts(recon, truth, num_classes, ignore_index=IGNORE)
-    tally.trimap = _trimap_rows(pred, truth, bands_px)
-    tally.label_px = np.bincount(truth[truth != IGNORE], minlength=num_classes)[:num_classes]
+    tally.intrinsic = confusion_counts(recon, scored, num_classes, ignore_index=IGNORE)
+    tally.trimap = _trimap_rows(pred, truth, bands_px, keep)
+    tally.label_px = np.bincount(scored[scored != IGNORE], minlength=num_classes)[:num_classes]
     kept = sampled[sampled != IGNORE]
     tally.sampled_px = np.bincount(kept, minlength=num_classes)[:num_classes]
     w, h = item.region.size_wh

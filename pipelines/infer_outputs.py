@@ -79,6 +79,7 @@ def _write_sampling(path: Any, results: Sequence[Any], budget: str) -> None:
         pred, key = r.prediction, f"r{r.region.index}_"
         probs = np.asarray(pred.probs)
         arrays[key + "box_xyxy"] = np.array([r.region.x0, r.region.y0, r.region.x1, r.region.y1])
+        arrays[key + "component"] = np.array(r.component)  # its pixels in the owner map
         arrays[key + "task_hw"] = np.array(pred.task_hw)
         arrays[key + "grid"] = np.asarray(pred.grid, np.float64)
         arrays[key + "density"] = np.asarray(pred.density, np.float32)

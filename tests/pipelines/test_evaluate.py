@@ -85,9 +85,10 @@ def _oracle_regions(spacing_px=8.0):
 
     def regions_of(slide, mask, lut_known, row):
         predict = oracle(mask, spacing_px)
-        for region in find_regions(slide).regions:
+        tissue = find_regions(slide)
+        for region, component in zip(tissue.regions, tissue.components, strict=True):
             p = predict(slide, region)
-            yield RegionInput(region, p.probs, p.grid, 0, 0, 0.0)
+            yield RegionInput(region, p.probs, p.grid, 0, 0, 0.0, tissue.owner, component)
 
     return regions_of
 
@@ -151,19 +152,27 @@ def test_numbers_match_a_direct_computation(synth, model_run):
     with open_slide(s.slide_path) as slide, open_mask(s.mask_path, slide=slide) as mask:
         truth_all = np.asarray(mask.read_region((0, 0), 0, slide.dimensions))
         sampler = LabelSampler(mask, source_mpp=0.5)
+        claimed = np.zeros(truth_all.shape[:2], np.int64)
         for item in seen:
             r = item.region
             frame = OutputFrame.for_region((r.x0, r.y0, r.x1, r.y1), 1.0)
-            truth = truth_all[r.y0 : r.y1, r.x0 : r.x1]
+            truth = truth_all[r.y0 : r.y1, r.x0 : r.x1].copy()
+            owned = item.owner.tile(r.y0, r.x0, truth.shape, 1.0) == item.component
+            truth[~owned] = 255  # a pixel of overlapping boxes counts in its owner only
+            claimed[r.y0 : r.y1, r.x0 : r.x1] += owned
             kw = {"origin_xy": frame.origin_xy, "downsample": 1.0}
             pred = invert_grid(item.scores, item.grid, frame.shape_hw, **kw)
             labels = sampler(item.grid.to(torch.float64)).numpy()
             recon = invert_labels(labels, item.grid, frame.shape_hw, num_classes=6, **kw)
-            total_full += confusion_counts(pred, truth, 6)
+            total_full += confusion_counts(pred, truth, 6, ignore_index=255)
             total_warped += confusion_counts(item.scores.argmax(0), labels, 6)
-            total_intr += confusion_counts(recon, truth, 6)
+            total_intr += confusion_counts(recon, truth, 6, ignore_index=255)
         sampler.close()
     assert report["counts"]["miou_full_resolution"] == total_full.tolist()
+    # this slide's three padded boxes overlap (1 825 280 box pixels): each pixel scored once
+    boxes = sum((i.region.x1 - i.region.x0) * (i.region.y1 - i.region.y0) for i in seen)
+    assert (len(seen), boxes, int(total_full.sum())) == (3, 1_825_280, 1_458_944)
+    assert claimed.max() == 1 and claimed.sum() == 1_458_944
     assert report["miou_full_resolution"] == pytest.approx(mean_iou(total_full), abs=1e-12)
     assert report["miou_warped_space"] == pytest.approx(mean_iou(total_warped), abs=1e-12)
     assert report["intrinsic_iou"] == pytest.approx(mean_iou(total_intr), abs=1e-12)
@@ -177,6 +186,39 @@ def test_oracle_is_perfect_in_warped_space(synth):
     assert report["miou_full_resolution"] == report["intrinsic_iou"] < 1.0
     sampled = [c["sampled_frequency"] for c in report["per_class"]]
     assert sum(v for v in sampled if v is not None) == pytest.approx(1.0)
+
+
+def test_overlapping_boxes_score_each_pixel_once(synth):
+    from pipelines.manifest import read_manifest
+    from wsi_downsample._types import Region
+    from wsi_downsample.io.canvas import TissueOwner
+
+    s, manifest = synth
+    config = Config()
+    rows = read_manifest(manifest, config, require_masks=True)
+    comps = np.ones((1536 // 64, 2048 // 64), np.int32)
+    comps[:, 16:] = 2  # component 1 owns columns < 1024, component 2 the rest
+
+    def regions_of(owner):
+        def regions(slide, mask, lut_known, row):
+            predict = oracle(mask, 8.0)
+            for i, (x0, x1, comp) in enumerate([(0, 1280, 1), (768, 2048, 2)]):
+                region = Region(i, x0, 0, x1, 1536, float((x1 - x0) * 1536))
+                p = predict(slide, region)
+                yield RegionInput(region, p.probs, p.grid, 0, 0, 0.0, owner, comp)
+
+        return regions
+
+    def scored(owner):
+        report = evaluate_rows(
+            rows, config, regions_of(owner), EvaluateSettings(), source_mpp=0.5, about={}
+        )
+        full = np.asarray(report["counts"]["miou_full_resolution"])
+        return sum(c["label_pixels"] for c in report["per_class"]), int(full.sum())
+
+    owned = scored(TissueOwner(comps, 64.0, dilate_px=0))
+    assert owned == (1536 * 2048, 1536 * 2048)  # every pixel scored once
+    assert scored(None) == (1536 * 2560, 1536 * 2560)  # whole boxes: the overlap twice
 
 
 def test_coarser_output_downsample(synth):
