@@ -164,6 +164,7 @@ class TrainConfig:
     threads: int | None = rule(None, low=1, high=1024)  # torch CPU threads; None: auto
     flips: bool = True
     stain_jitter: float = rule(0.0, low=0.0, high=1.0)  # HED-space jitter strength
+    grid_jitter: float = rule(0.0, low=0.0, high=1.0)  # grid shift, in sample spacings
     seed: int = rule(0, low=0)
 
 

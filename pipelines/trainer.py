@@ -123,6 +123,7 @@ class Trainer:
         loader, shard = _loader(train_set, config)
         steps = len(loader) if t.steps is None else t.steps  # > len(loader): passes cycle
         slides = OpenSlides(level_choice=core.level_choice, source_mpp=core.source_mpp)
+        core.grid_jitter = t.grid_jitter
         if t.stain_jitter > 0:
             gen = torch.Generator().manual_seed(t.seed)
             core.augment = lambda image: stain_jitter(image, t.stain_jitter, gen)

@@ -119,3 +119,30 @@ def test_portrait_region_prediction_comes_back_in_its_own_orientation(slide_and_
     # rows of the grid run down the region (y grows along the first axis)
     assert (pred.grid[1:, 0, 1] > pred.grid[:-1, 0, 1]).all()
     assert (pred.grid[0, 1:, 0] > pred.grid[0, :-1, 0]).all()
+
+
+def test_jitter_grid_is_one_shift_inside_the_box():
+    from wsi_downsample.models.composed import jitter_grid
+
+    torch.manual_seed(3)
+    ys, xs = torch.meshgrid(
+        torch.linspace(100.5, 499.5, 10, dtype=torch.float64),
+        torch.linspace(200.5, 999.5, 20, dtype=torch.float64),
+        indexing="ij",
+    )
+    grid = torch.stack([xs, ys], -1).requires_grad_(True)  # box 200..1000 x 100..500: spacing 40
+    box = (200, 100, 1000, 500)
+    shifted = jitter_grid(grid, box, 0.5)
+    inside = (
+        (grid[..., 0] > 221) & (grid[..., 0] < 979) & (grid[..., 1] > 121) & (grid[..., 1] < 479)
+    )
+    delta = (shifted - grid).detach()[inside]
+    assert torch.allclose(delta, delta[0].expand_as(delta), atol=1e-9)  # one offset
+    assert 0 < delta[0].abs().max() <= 20.0  # at most half of the 40 px spacing
+    assert shifted[..., 0].min() >= 200 and shifted[..., 0].max() < 1000
+    assert shifted[..., 1].min() >= 100 and shifted[..., 1].max() < 500
+    shifted.sum().backward()
+    assert torch.equal(grid.grad[inside], torch.ones_like(grid.grad[inside]))  # a plain shift
+    draws = torch.stack([(jitter_grid(grid, box, 0.5) - grid)[5, 10] for _ in range(200)])
+    assert draws.abs().max() <= 20.0 and draws.abs().max() > 18.0  # fills +-0.5 spacing
+    assert torch.equal(jitter_grid(grid, box, 0.0), grid)

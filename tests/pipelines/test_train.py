@@ -258,6 +258,7 @@ def test_train_keys_reach_the_optimiser_schedule_and_loader(manifest, tmp_path):
     from pipelines.trainer import Trainer
 
     train = {"lr": 3e-4, "weight_decay": 2e-5, "lr_step": 7, "lr_gamma": 0.5, "steps": 1}
+    train |= {"grid_jitter": 0.25}
     config = load_config(write_config(tmp_path / "c.yaml", train=train | {"batch_size": 1}))
     trainer = Trainer.create(manifest, config, tmp_path, torch.device("cpu"))
     group = trainer.optimizer.param_groups[0]
@@ -265,3 +266,4 @@ def test_train_keys_reach_the_optimiser_schedule_and_loader(manifest, tmp_path):
     assert (trainer.scheduler.step_size, trainer.scheduler.gamma) == (7, 0.5)
     assert trainer.steps_per_epoch == 1 and trainer.loader.batch_size == 1
     assert trainer.val_set is not None and not trainer.val_set.flips and trainer.train_set.flips
+    assert trainer.core.grid_jitter == 0.25

@@ -8,6 +8,7 @@ only through the slide sampler's bilinear weights.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,6 +132,9 @@ class DownsampleSegmenter(nn.Module):
         self.edge_sigma = edge_sigma
         #: optional image transform applied after sampling in training (e.g. stain jitter)
         self.augment: Callable[[Tensor], Tensor] | None = None
+        #: training only: shift each region's grid by a random offset of up to this many
+        #: mean sample spacings per axis (a new sub-sample phase each time; 0 = off)
+        self.grid_jitter = 0.0
         #: CUDA only: autocast dtype of the segmenter (AMP) and channels-last inputs
         self.autocast_dtype: torch.dtype | None = None
         self.channels_last = False
@@ -201,6 +205,11 @@ class DownsampleSegmenter(nn.Module):
         t0 = time.perf_counter()
         densities = [self.density_of(item) for item in items]
         grids = [self.grid_of(d, item) for d, item in zip(densities, items, strict=True)]
+        if self.training and self.grid_jitter > 0:
+            grids = [
+                jitter_grid(g, item.view.box, self.grid_jitter)
+                for g, item in zip(grids, items, strict=True)
+            ]
         t1 = time.perf_counter()
         images = [
             sample(g).to(self.device, torch.float32)
@@ -282,9 +291,30 @@ class DownsampleSegmenter(nn.Module):
         )
 
 
+def jitter_grid(grid: Tensor, box: tuple[int, int, int, int], amount: float) -> Tensor:
+    """The grid shifted by one random level-0 offset, uniform in ``+-amount`` mean sample
+    spacings (``sqrt(box area / samples)``) per axis, kept inside the region box
+    ``(x0, y0, x1, y1)`` (half-open).
+
+    Differentiable in ``grid`` (a constant shift). Uses the global torch RNG, which
+    checkpoints save, so a resumed run draws the same shifts.
+
+    Shape: ``(h, w, 2)`` level-0 ``(x, y)`` -> same.
+    """
+    h, w = int(grid.shape[0]), int(grid.shape[1])
+    x0, y0, x1, y1 = box
+    spacing = math.sqrt((x1 - x0) * (y1 - y0) / max(h * w, 1))  # any view orientation
+    shift = (2 * torch.rand(2, dtype=grid.dtype) - 1) * (amount * spacing)
+    low = torch.tensor([x0, y0], dtype=grid.dtype)
+    high = torch.nextafter(torch.tensor([x1, y1], dtype=grid.dtype), low)
+    return torch.maximum(
+        torch.minimum(grid + shift.to(grid.device), high.to(grid.device)), low.to(grid.device)
+    )
+
+
 def image_sampler(sampler: SlideSampler) -> ImageSampler:
     """Adapt a ``SlideSampler`` to the model's ``image_samplers`` (values only)."""
     return lambda grid: sampler.sample(grid.cpu()).values
 
 
-__all__ += ["image_sampler", "LabelSampler"]
+__all__ += ["image_sampler", "jitter_grid", "LabelSampler"]
