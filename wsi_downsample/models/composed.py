@@ -293,8 +293,10 @@ class DownsampleSegmenter(nn.Module):
 
 def jitter_grid(grid: Tensor, box: tuple[int, int, int, int], amount: float) -> Tensor:
     """The grid shifted by one random level-0 offset, uniform in ``+-amount`` mean sample
-    spacings (``sqrt(box area / samples)``) per axis, kept inside the region box
-    ``(x0, y0, x1, y1)`` (half-open).
+    spacings (``sqrt(box area / samples)``) per axis, the shift limited so that every point
+    stays inside the region box ``(x0, y0, x1, y1)`` (half-open). Points are never clamped
+    one by one: that would stack them on the box edge (and make the adaptive sampler read
+    level 0 there).
 
     Differentiable in ``grid`` (a constant shift). Uses the global torch RNG, which
     checkpoints save, so a resumed run draws the same shifts.
@@ -304,12 +306,13 @@ def jitter_grid(grid: Tensor, box: tuple[int, int, int, int], amount: float) -> 
     h, w = int(grid.shape[0]), int(grid.shape[1])
     x0, y0, x1, y1 = box
     spacing = math.sqrt((x1 - x0) * (y1 - y0) / max(h * w, 1))  # any view orientation
-    shift = (2 * torch.rand(2, dtype=grid.dtype) - 1) * (amount * spacing)
-    low = torch.tensor([x0, y0], dtype=grid.dtype)
-    high = torch.nextafter(torch.tensor([x1, y1], dtype=grid.dtype), low)
-    return torch.maximum(
-        torch.minimum(grid + shift.to(grid.device), high.to(grid.device)), low.to(grid.device)
-    )
+    shift = (2 * torch.rand(2, dtype=torch.float64) - 1) * (amount * spacing)
+    flat = grid.detach().reshape(-1, 2).to(torch.float64).cpu()
+    low = torch.tensor([x0, y0], dtype=torch.float64) - flat.min(0).values
+    high = torch.tensor([x1, y1], dtype=torch.float64) - flat.max(0).values
+    high = torch.nextafter(high, torch.full_like(high, -math.inf))  # half-open box
+    shift = torch.minimum(torch.maximum(shift, low), high)
+    return grid + shift.to(grid.device, grid.dtype)
 
 
 def image_sampler(sampler: SlideSampler) -> ImageSampler:
