@@ -45,10 +45,15 @@ TRAIN_CONFIG = REPO / "configs" / "cpu_demo.yaml"  # its model: and train: secti
 GLEASON_CONFIG = REPO / "configs" / "gleason_examples.yaml"
 GLEASON_MANIFEST = REPO / "data_manifests" / "gleason_examples.csv"
 ARCH, STEM_STRIDE = "hrnet_w18_small", 4
-#: fixed training length of every run: EPOCHS epochs of at most STEPS batches (an epoch is
-#: capped at ceil(training regions / batch size): 8 cores of the synthetic set's 4 training
-#: slides, 7-8 Gleason tiles -> 4 steps), so 200 steps per run; one validation at the end
-EPOCHS, STEPS = 50, 4
+#: fixed training length of every run: EPOCHS epochs of STEPS batches (above the training
+#: regions / batch size the regions cycle), 1000 steps per run; one validation at the end.
+#: (The first recipe, 200 steps at the fixed level, left every segmenter predicting class 0
+#: only; BENCHMARKS.md "Why the segmenter learned nothing".)
+EPOCHS, STEPS = 20, 50
+#: the training recipe every run shares, fixed before the comparison ran: samples read from
+#: the pyramid level matching the sample spacing (mip-mapped, not aliased point samples of
+#: level 0) and a random sub-sample shift of each training grid
+RECIPE = {"level_choice": "adaptive", "grid_jitter": 0.5}
 SEEDS = (0, 1, 2)
 #: edge blurs tried by IoU(Y',Y) where the set's config fixes none (the Gleason tiles); the
 #: synthetic set keeps its frozen edge_blur (chosen by the same rule when the set was made)
@@ -137,6 +142,7 @@ def run_config(base: Path, run: Run, out: Path, epochs: int, steps: int, blur: f
     data["sampler"] = scaled_budget(data.get("sampler", {}), run.scale)
     data["sampler"]["name"] = run.sampler
     data["sampler"]["edge_blur"] = blur
+    data["sampler"]["level_choice"] = RECIPE["level_choice"]
     recipe = yaml.safe_load(TRAIN_CONFIG.read_text()) or {}
     data["model"] = {**recipe.get("model", {}), "arch": ARCH, "stem_stride": STEM_STRIDE}
     data["model"].pop("weights", None)
@@ -144,6 +150,7 @@ def run_config(base: Path, run: Run, out: Path, epochs: int, steps: int, blur: f
         data["loss"] = {**data.get("loss", {}), "gamma": 0.0}
     train = {**recipe.get("train", {}), "epochs": epochs, "steps": steps, "val_every": epochs}
     data["train"] = train | {"device": "cpu", "seed": run.seed, "num_workers": 0}
+    data["train"]["grid_jitter"] = RECIPE["grid_jitter"]
     path = out / "configs" / f"{run.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -269,6 +276,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="Tiny steps, 1 seed, one budget.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per command.")
     parser.add_argument("--synthetic-config", type=Path, default=SYNTH_CONFIG)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="Comma-separated prefixes of run names: train and report only those runs "
+        "(e.g. synthetic-uniform-x1,synthetic-learned-x1); the Gleason intrinsic study is "
+        "skipped unless a gleason run is selected.",
+    )
     args = parser.parse_args(argv)
     from compare_results import write_results
 
@@ -285,8 +299,12 @@ def main(argv: list[str] | None = None) -> None:
     synthetic = synthetic_manifest(out, log, args.smoke)
     gleason_all, gleason_folds = gleason_manifests(out, folds)
     bases = {"synthetic": (SYNTH_CONFIG, synthetic), "gleason": (GLEASON_CONFIG, gleason_all)}
+    prefixes = [p for p in args.only.split(",") if p]
+    plan = [r for r in plan_runs(args.smoke) if not prefixes or r.name.startswith(tuple(prefixes))]
     blur_choice: dict[str, Any] = {}
     for data, (base, manifest) in bases.items():
+        if not any(r.data == data for r in plan):
+            continue
         frozen = (yaml.safe_load(base.read_text()) or {}).get("sampler", {}).get("edge_blur")
         if frozen is not None:
             blur_choice[data] = {"blur": float(frozen), "chosen": f"frozen in {base.name}"}
@@ -296,11 +314,15 @@ def main(argv: list[str] | None = None) -> None:
         blur, scores = best_blur(rows, probe, out / "intrinsic" / data, blurs, log)
         blur_choice[data] = {"blur": blur, "intrinsic_miou_by_blur": scores}
     results = []
-    for run in plan_runs(args.smoke):
+    for run in plan:
         base, manifest = bases[run.data]
         config = run_config(base, run, out, epochs, steps, blur_choice[run.data]["blur"])
         results.append(train_and_evaluate(run, manifest, config, out, epochs, log))
-    extra = gleason_intrinsic(out, gleason_all, gleason_folds, blur_choice["gleason"]["blur"], log)
+    extra = {}
+    if any(r.data == "gleason" for r in plan):
+        extra = gleason_intrinsic(
+            out, gleason_all, gleason_folds, blur_choice["gleason"]["blur"], log
+        )
     meta = {
         "command": " ".join(["python benchmarks/compare.py", *(argv or sys.argv[1:])]),
         "epochs": epochs,
@@ -308,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
         "seeds": list(SMOKE["seeds"] if args.smoke else SEEDS),
         "arch": ARCH,
         "stem_stride": STEM_STRIDE,
+        "recipe": RECIPE,
+        "runs": [r.name for r in plan],
         "edge": blur_choice,
         "wall_s": time.perf_counter() - start,
         "machine": f"{os.cpu_count()} CPU cores, torch threads {args.threads}",

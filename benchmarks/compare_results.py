@@ -180,7 +180,8 @@ def write_results(
         "# Learned vs uniform vs edge at equal pixel budgets",
         "",
         f"Command: `{meta['command']}`; {meta['arch']} stem stride {meta['stem_stride']}, "
-        f"{meta['epochs']} epochs x at most {meta['steps_per_epoch_max']} steps, seeds "
+        f"{meta['epochs']} epochs x {meta['steps_per_epoch_max']} steps, recipe "
+        f"{meta.get('recipe', {})}, seeds "
         f"{meta['seeds']}, `last` checkpoints; {meta['machine']}; {meta['wall_s'] / 60:.1f} min.",
         f"Scored at output downsample D = {', '.join(d)} (the source level; label read at D). "
         "Full-resolution mIoU = exact inverse vs the label; warped = P_hat vs Y_hat; IoU(Y',Y) "
