@@ -79,3 +79,21 @@ def test_group_rows_and_pixels_to_match():
     assert results.pixels_to_match(rows, halfway) == pytest.approx(2 * np.sqrt(2))
     assert results.pixels_to_match(rows, m4 + 0.01) is None
     assert results.pixels_to_match(rows, 0.0) == 1.0
+
+
+def test_target_verdicts():
+    learned = _item("learned (joint)", 1.0, 0, 0.6)
+    only_x1 = results.group_rows([_item("uniform", 1.0, 0, 0.5), learned])
+    lines = results._target(only_x1)
+    assert lines[0].endswith("(target >= +3): met")
+    assert lines[1].endswith("more than x1, no larger uniform run (target >= x2): not measured")
+    beaten = results.group_rows(
+        [_item("uniform", 1.0, 0, 0.5), _item("uniform", 4.0, 0, 0.55), learned]
+    )
+    assert results._target(beaten)[1].endswith(
+        "more than x4 (the largest uniform run) (target >= x2): met"
+    )
+    matched = results.group_rows(
+        [_item("uniform", 1.0, 0, 0.5), _item("uniform", 2.0, 0, 0.7), learned]
+    )
+    assert results._target(matched)[1].endswith("(target >= x2): missed")
