@@ -151,6 +151,8 @@ class TrainConfig:
     steps: int | None = rule(None, low=1, high=10_000_000)  # per epoch; None = every region
     batch_size: int = rule(2, low=1, high=4096)
     lr: float = rule(1e-4, low=0.0, high=1.0, low_open=True)
+    #: learning rate of the deformation network; None: ``lr`` (one rate for the whole model)
+    deformation_lr: float | None = rule(None, low=0.0, high=1.0, low_open=True)
     weight_decay: float = rule(1e-4, low=0.0, high=1.0)
     lr_step: int = rule(100, low=1, high=100_000)  # epochs between lr decays
     lr_gamma: float = rule(0.1, low=0.0, high=1.0, low_open=True)

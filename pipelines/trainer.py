@@ -118,7 +118,7 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             model = DistributedDataParallel(core, device_ids=ids)
         t = config.train
-        optimizer = torch.optim.Adam(core.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        optimizer = torch.optim.Adam(_param_groups(core, t), lr=t.lr, weight_decay=t.weight_decay)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, t.lr_step, gamma=t.lr_gamma)
         loader, shard = _loader(train_set, config)
         steps = len(loader) if t.steps is None else t.steps  # > len(loader): passes cycle
@@ -338,6 +338,19 @@ def batch_loss(
         )
     parts = {"seg": float(seg.detach()), "edge": float(edge.detach()), "gamma": gamma}
     return total, parts | out.timings
+
+
+def _param_groups(core: Any, train: Any) -> list[dict[str, Any]]:
+    """One Adam group, or two when ``train.deformation_lr`` sets the deformation network's
+    own rate (the segmenter keeps ``train.lr``)."""
+    if train.deformation_lr is None:
+        return [{"params": list(core.parameters())}]
+    density = {id(p) for p in core.density.parameters()}
+    rest = [p for p in core.parameters() if id(p) not in density]
+    groups = [{"params": rest}]
+    if density:
+        groups.append({"params": list(core.density.parameters()), "lr": train.deformation_lr})
+    return groups
 
 
 def _class_weights(dataset: RegionDataset, config: Config) -> torch.Tensor | None:

@@ -258,11 +258,15 @@ def test_train_keys_reach_the_optimiser_schedule_and_loader(manifest, tmp_path):
     from pipelines.trainer import Trainer
 
     train = {"lr": 3e-4, "weight_decay": 2e-5, "lr_step": 7, "lr_gamma": 0.5, "steps": 1}
-    train |= {"grid_jitter": 0.25}
+    train |= {"grid_jitter": 0.25, "deformation_lr": 2e-3}
     config = load_config(write_config(tmp_path / "c.yaml", train=train | {"batch_size": 1}))
     trainer = Trainer.create(manifest, config, tmp_path, torch.device("cpu"))
-    group = trainer.optimizer.param_groups[0]
+    group, deform = trainer.optimizer.param_groups
     assert (group["lr"], group["weight_decay"]) == (3e-4, 2e-5)
+    assert (deform["lr"], deform["weight_decay"]) == (2e-3, 2e-5)  # the deformation net's own
+    assert {id(p) for p in deform["params"]} == {id(p) for p in trainer.core.density.parameters()}
+    n_params = len(list(trainer.core.parameters()))
+    assert len(group["params"]) + len(deform["params"]) == n_params > len(deform["params"]) > 0
     assert (trainer.scheduler.step_size, trainer.scheduler.gamma) == (7, 0.5)
     assert trainer.steps_per_epoch == 1 and trainer.loader.batch_size == 1
     assert trainer.val_set is not None and not trainer.val_set.flips and trainer.train_set.flips
