@@ -46,6 +46,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "lots.yaml").write_text("sampler:\n  edge_blur: lots\n")
     (root / "neg.yaml").write_text("data:\n  source_mpp: -1\n")
     (root / "frac.yaml").write_text("sampler:\n  density_fraction: 5\n")
+    (root / "jitter.yaml").write_text("train:\n  grid_jitter: 2\n  deformation_lr: 0\n")
     (root / "broken.yaml").write_text("sampler: [\n")
     (root / "existing.json").write_text("{}\n")
     _model(root / "run")
@@ -141,6 +142,12 @@ CASES = [
         ["intrinsic", "--slides", M, "--config", "{ws}/frac.yaml"],
         2,
         "density_fraction",
+    ),
+    (
+        "train-config-jitter",
+        ["train", "--slides", M, "-o", "{ws}/run_jitter", "--config", "{ws}/jitter.yaml"],
+        2,
+        "train.grid_jitter",
     ),
     (
         "intrinsic-config-yaml",
