@@ -112,6 +112,10 @@ class LossConfig:
     gamma_schedule: str = rule("constant", choices=("constant", "poly"))
     gamma_power: float = rule(0.9, low=0.0, high=10.0)
     edge_sigma: float = rule(1.0, low=0.0, high=100.0)
+    # minmax (paper): compare min-max scaled shapes; mean: compare the mean-normalised density
+    # with the edge oracle's density (blur edge_sigma, floor edge_floor), contrast included
+    edge_scaling: str = rule("minmax", choices=("minmax", "mean"))
+    edge_floor: float = rule(0.25, low=0.0, high=100.0, low_open=True)
     # none | balanced: inverse class frequency of the training regions' labels, to the power
     # class_weight_power (0.5: square root), divided by the smallest, clipped at class_weight_max
     class_weights: str = rule("none", choices=("none", "balanced"))

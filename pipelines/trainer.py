@@ -209,7 +209,7 @@ class Trainer:
 
         self.model.train()
         sums = {"loss": 0.0, "seg": 0.0, "edge": 0.0, "data_wait": 0.0, "sampling": 0.0}
-        sums |= {"model": 0.0, "regions": 0.0, "steps": 0.0}
+        sums |= {"model": 0.0, "regions": 0.0, "steps": 0.0, "grad_seg": 0.0, "grad_density": 0.0}
         start = time.perf_counter()
         bar = tqdm(total=self.steps_per_epoch, disable=not progress, desc=f"epoch {epoch + 1}")
         passes = -(-self.steps_per_epoch // max(len(self.loader), 1))
@@ -234,6 +234,8 @@ class Trainer:
                 ("loss", parts["loss"]),
                 ("seg", parts["seg"]),
                 ("edge", parts["edge"]),
+                ("grad_seg", parts["grad_norm_segmenter"]),
+                ("grad_density", parts["grad_norm_density"]),
             ):
                 sums[key] += value
             sums["data_wait"] += t1 - t0
@@ -269,6 +271,8 @@ class Trainer:
             "train_loss": totals["loss"] / n,
             "train_seg_loss": totals["seg"] / n,
             "train_edge_loss": totals["edge"] / n,
+            "grad_norm_segmenter": totals["grad_seg"] / n,
+            "grad_norm_density": totals["grad_density"] / n,
             "regions": int(totals["regions"]),
             "seconds": round(seconds, 3),
             "regions_per_s": totals["regions"] / max(seconds, 1e-9),
@@ -289,11 +293,12 @@ class Trainer:
             ) from exc
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        norms = _grad_norms(self.core)
         if self.config.train.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.core.parameters(), self.config.train.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return parts | {"loss": float(loss.detach())}
+        return parts | norms | {"loss": float(loss.detach())}
 
     def close(self) -> None:
         if self.loader is not None and hasattr(self.loader, "_iterator"):
@@ -324,7 +329,12 @@ def batch_loss(
             power=loss_cfg.gamma_power,
         )
         edges = [
-            edge_loss(out.density[i : i + 1, :, :h, :w], out.edge_target[i : i + 1, :, :h, :w])
+            edge_loss(
+                out.density[i : i + 1, :, :h, :w],
+                out.edge_target[i : i + 1, :, :h, :w],
+                scaling=loss_cfg.edge_scaling,
+                floor=loss_cfg.edge_floor,
+            )
             for i, (h, w) in enumerate(out.density_hw)
         ]
         edge = torch.stack(edges).mean()
@@ -338,6 +348,19 @@ def batch_loss(
         )
     parts = {"seg": float(seg.detach()), "edge": float(edge.detach()), "gamma": gamma}
     return total, parts | out.timings
+
+
+def _grad_norms(core: Any) -> dict[str, float]:
+    """Gradient norms before clipping: the segmenter's and the density network's (0 when
+    there is none). Clipping acts on both together, so a large edge-loss gradient shrinks
+    the segmenter's step; these columns of metrics.csv show whether it does."""
+    density = {id(p) for p in core.density.parameters()}
+    sums = {"grad_norm_segmenter": 0.0, "grad_norm_density": 0.0}
+    for p in core.parameters():
+        if p.grad is not None:
+            key = "grad_norm_density" if id(p) in density else "grad_norm_segmenter"
+            sums[key] += float(p.grad.detach().float().pow(2).sum())
+    return {k: v**0.5 for k, v in sums.items()}
 
 
 def _param_groups(core: Any, train: Any) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -27,18 +28,32 @@ compare, results = _load("compare"), _load("compare_results")
 def test_plan():
     full = compare.plan_runs(smoke=False)
     names = [r.name for r in full]
-    assert len(names) == len(set(names)) == 19  # 9 + 1 + 2 + 1 synthetic (x4 = larger), 6 Gleason
+    # synthetic: 9 (3 seeds x uniform, edge, learned) + min-max + single + uniform x2, x4 +
+    # learned x4 (the larger budget's uniform is uniform x4); Gleason: 2 x 3 folds
+    assert len(names) == len(set(names)) == 20
     syn = [r for r in full if r.data == "synthetic"]
-    assert sorted({r.seed for r in syn if r.series == "learned (joint)" and r.scale == 1}) == [
-        0,
-        1,
-        2,
-    ]
+    learned = [r for r in syn if r.series == compare.LEARNED]
+    assert sorted(r.seed for r in learned if r.scale == 1) == [0, 1, 2]
+    assert {r.edge_scaling for r in full if r.series == compare.LEARNED} == {"mean"}
+    assert "synthetic-learned-mean-x1-s0" in names and "synthetic-learned-x1-s0" in names
+    assert [r.edge_scaling for r in full if r.series == compare.LEARNED_MINMAX] == ["minmax"]
     assert {r.scale for r in syn if r.sampler == "uniform"} == {1.0, 2.0, 4.0}
     assert sum(r.single_loss for r in full) == 1
     assert sorted(r.fold for r in full if r.data == "gleason") == [0, 0, 1, 1, 2, 2]
     smoke = compare.plan_runs(smoke=True)
     assert {r.seed for r in smoke} == {0} and {r.scale for r in smoke} == {1.0}
+
+
+def test_run_config_sets_the_mean_edge_loss_from_the_sets_oracle(tmp_path):
+    base = tmp_path / "set.yaml"
+    base.write_text("sampler:\n  dynamic: 40x400\n  edge_blur: 0.5\n  edge_floor: 0.1\n")
+    mean = compare.Run("synthetic", compare.LEARNED, "learned", 1.0, 0, edge_scaling="mean")
+    data = yaml.safe_load(compare.run_config(base, mean, tmp_path, 2, 3, 0.5).read_text())
+    assert data["loss"] == {"edge_scaling": "mean", "edge_sigma": 0.5, "edge_floor": 0.1}
+    paper = compare.Run("synthetic", compare.LEARNED_MINMAX, "learned", 1.0, 0)
+    data = yaml.safe_load(compare.run_config(base, paper, tmp_path, 2, 3, 0.5).read_text())
+    assert "loss" not in data and data["train"]["steps"] == 3
+    assert data["sampler"]["level_choice"] == "adaptive"
 
 
 def test_scaled_budget():
@@ -85,6 +100,7 @@ def test_target_verdicts():
     learned = _item("learned (joint)", 1.0, 0, 0.6)
     only_x1 = results.group_rows([_item("uniform", 1.0, 0, 0.5), learned])
     lines = results._target(only_x1)
+    assert len(lines) == 2 and lines[0].startswith("- learned (joint) - uniform")
     assert lines[0].endswith("(target >= +3): met")
     assert lines[1].endswith("more than x1, no larger uniform run (target >= x2): not measured")
     beaten = results.group_rows(
@@ -93,7 +109,20 @@ def test_target_verdicts():
     assert results._target(beaten)[1].endswith(
         "more than x4 (the largest uniform run) (target >= x2): met"
     )
+    paper = _item("learned (joint, min-max L_e)", 1.0, 0, 0.51)
     matched = results.group_rows(
-        [_item("uniform", 1.0, 0, 0.5), _item("uniform", 2.0, 0, 0.7), learned]
+        [_item("uniform", 1.0, 0, 0.5), _item("uniform", 2.0, 0, 0.7), learned, paper]
     )
-    assert results._target(matched)[1].endswith("(target >= x2): missed")
+    lines = results._target(matched)
+    assert len(lines) == 4 and lines[1].endswith("(target >= x2): missed")
+    assert lines[2].startswith("- learned (joint, min-max L_e) - uniform")
+    assert lines[2].endswith("(target >= +3): missed")
+    assert results._target(results.group_rows([learned])) == ["Target check: not enough runs."]
+
+
+def test_compute_minutes_sums_cached_train_and_evaluate_timings():
+    items = [_item("uniform", 1.0, s, 0.5) for s in range(3)]
+    items[0]["timings"] = {"train_s": 100.0, "evaluate_s": 20.0}
+    items[1]["timings"] = {"train_s": 50.0}
+    items[2]["timings"] = {}
+    assert results._compute_minutes(items) == pytest.approx(170.0 / 60)

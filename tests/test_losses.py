@@ -8,8 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from wsi_downsample.deformation.densities import density_from_boundaries
+from wsi_downsample.deformation.targets import gaussian_blur
 from wsi_downsample.errors import ConfigError
-from wsi_downsample.losses import JointLoss, SegmentationLoss, edge_loss, gamma_at, minmax_scale
+from wsi_downsample.losses import (
+    JointLoss,
+    SegmentationLoss,
+    edge_loss,
+    gamma_at,
+    mean_scale,
+    minmax_scale,
+)
 
 
 def test_minmax_scale_per_image_and_constant_maps():
@@ -33,6 +42,60 @@ def test_edge_loss_values_and_single_class_target():
     loss = edge_loss(uniform, torch.zeros(1, 1, 4, 4))  # single-class label: d_t = 0
     loss.backward()
     assert loss.item() == 0 and torch.isfinite(logits.grad).all()
+
+
+def _blurred_boundaries() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 12 x 12 boundary map (a ring) and its blur (sigma 0.5), float64."""
+    bounds = torch.zeros(1, 1, 12, 12, dtype=torch.float64)
+    bounds[0, 0, 3, 3:9] = bounds[0, 0, 8, 3:9] = bounds[0, 0, 3:9, 3] = bounds[0, 0, 3:9, 8] = 1
+    return bounds, gaussian_blur(bounds, 0.5)
+
+
+def test_mean_edge_loss_sees_contrast_that_minmax_cannot():
+    _, t = _blurred_boundaries()
+    shape = t / t.max()
+    peaked = 0.1 + shape  # 11x denser on the edges than elsewhere
+    flat = 1 + shape  # 2x: the same shape
+    # min-max scaling compares shapes only: both densities have loss 0
+    assert edge_loss(peaked, t).item() == pytest.approx(0, abs=1e-12)
+    assert edge_loss(flat, t).item() == pytest.approx(0, abs=1e-12)
+    # mean scaling compares with the oracle t / max t + 0.1, which is `peaked`
+    assert edge_loss(peaked, t, scaling="mean", floor=0.1).item() == pytest.approx(0, abs=1e-12)
+    oracle = shape + 0.1
+    expected = ((flat / flat.mean() - oracle / oracle.mean()) ** 2).mean().item()
+    assert expected > 0.3
+    assert edge_loss(flat, t, scaling="mean", floor=0.1).item() == pytest.approx(expected)
+
+
+def test_mean_edge_loss_is_zero_at_the_edge_oracle_density():
+    # the learned density is pulled towards exactly what `EdgeDensity` samples with
+    bounds, t = _blurred_boundaries()
+    oracle = density_from_boundaries(bounds, blur=0.5, floor=0.1)  # float32
+    assert edge_loss(oracle, t, scaling="mean", floor=0.1).item() == pytest.approx(0, abs=1e-12)
+    assert edge_loss(oracle, t, scaling="mean", floor=0.25).item() > 1e-3
+
+
+def test_mean_edge_loss_has_a_gradient_at_the_uniform_start_and_no_edges_is_uniform():
+    _, t = _blurred_boundaries()
+    logits = torch.zeros(1, 1, 12, 12, dtype=torch.float64, requires_grad=True)
+    uniform = torch.softmax(logits.reshape(1, -1), 1).reshape(1, 1, 12, 12)
+    loss = edge_loss(uniform, t, scaling="mean", floor=0.1)
+    loss.backward()
+    assert loss.item() > 0.5 and torch.isfinite(logits.grad).all()
+    # the gradient raises the density on the edges and lowers it elsewhere
+    assert logits.grad[t > 0.5].max() < 0 < logits.grad[t == 0].min()
+    # a region without boundaries: the target is the uniform density, loss 0 at the start
+    none = edge_loss(uniform, torch.zeros_like(t), scaling="mean", floor=0.1)
+    assert none.item() == pytest.approx(0, abs=1e-20)
+    assert mean_scale(torch.zeros(2, 1, 3, 3)).abs().sum() == 0
+
+
+def test_edge_loss_refuses_unknown_scaling_and_a_zero_floor():
+    _, t = _blurred_boundaries()
+    with pytest.raises(ConfigError, match="unknown edge scaling 'max'"):
+        edge_loss(t, t, scaling="max")
+    with pytest.raises(ConfigError, match="floor > 0"):
+        edge_loss(t, t, scaling="mean", floor=0.0)
 
 
 def _logits_target():

@@ -14,7 +14,9 @@ from wsi_downsample.errors import ConfigError
 __all__ = [
     "SEG_LOSSES",
     "SCHEDULES",
+    "EDGE_SCALINGS",
     "minmax_scale",
+    "mean_scale",
     "edge_loss",
     "class_weights_from_counts",
     "SegmentationLoss",
@@ -25,6 +27,7 @@ __all__ = [
 
 SEG_LOSSES = ("ce", "focal")
 SCHEDULES = ("constant", "poly")
+EDGE_SCALINGS = ("minmax", "mean")
 
 
 def minmax_scale(maps: Tensor, *, span_floor: float = 0.5) -> Tensor:
@@ -48,12 +51,48 @@ def minmax_scale(maps: Tensor, *, span_floor: float = 0.5) -> Tensor:
     return scaled.reshape(maps.shape)
 
 
-def edge_loss(density: Tensor, target: Tensor) -> Tensor:
-    """Edge regulariser ``L_e = MSE(m(d), m(d_t))``, ``m`` = ``minmax_scale`` (floored span).
+def mean_scale(maps: Tensor) -> Tensor:
+    """Each image divided by its mean: ``d / mean d`` (1 = the uniform density).
+
+    Unlike ``minmax_scale`` this keeps contrast: a map twice as peaked scales to values
+    twice as far from 1. An all-zero map scales to 0 (no NaN, also in the gradient).
+
+    Shape: ``(N, ...)`` -> same.
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    mean = flat.mean(1, keepdim=True)
+    safe = torch.where(mean > 0, mean, torch.ones_like(mean))
+    return (flat / safe * (mean > 0)).reshape(maps.shape)
+
+
+def edge_loss(
+    density: Tensor, target: Tensor, *, scaling: str = "minmax", floor: float = 0.25
+) -> Tensor:
+    """Edge regulariser ``L_e`` between the density ``d`` and the blurred boundaries ``d_t``.
+
+    ``scaling="minmax"`` (the paper): ``MSE(m(d), m(d_t))``, ``m`` = ``minmax_scale``
+    (floored span). It compares shapes only: once the density's span exceeds half its mean,
+    a density 1.5x and one 10x denser on the edges have the same loss.
+
+    ``scaling="mean"``: ``MSE(d / mean d, e / mean e)`` with ``e = d_t / max d_t + floor``,
+    the edge oracle's density (``density_from_boundaries`` with the same blur and floor).
+    It sees contrast: zero only when ``d`` is that density (up to its scale), and it has a
+    gradient at the uniform start. A target without boundaries is the uniform density.
 
     Shape: density, target ``(N, 1, h_d, w_d)`` -> scalar.
     """
-    return F.mse_loss(minmax_scale(density), minmax_scale(target.to(density.dtype)))
+    target = target.to(density.dtype)
+    if scaling == "minmax":
+        return F.mse_loss(minmax_scale(density), minmax_scale(target))
+    if scaling != "mean":
+        raise ConfigError(
+            f"unknown edge scaling {scaling!r}; available: {', '.join(EDGE_SCALINGS)}"
+        )
+    if floor <= 0:
+        raise ConfigError(f"the 'mean' edge scaling needs floor > 0, got {floor}")
+    peak = target.reshape(target.shape[0], -1).amax(1).reshape(-1, 1, 1, 1)
+    oracle = torch.where(peak > 0, target / peak.clamp_min(1e-12), target) + float(floor)
+    return F.mse_loss(mean_scale(density), mean_scale(oracle))
 
 
 def class_weights_from_counts(
@@ -164,6 +203,8 @@ class JointLoss(nn.Module):
         Edge-loss weight (paper: 100).
     schedule : {"constant", "poly"}
         The authors' histology run decays gamma polynomially (power 0.9) to 0.
+    edge_scaling, edge_floor
+        How ``edge_loss`` compares density and target (``"minmax"``: the paper).
     """
 
     def __init__(
@@ -174,8 +215,11 @@ class JointLoss(nn.Module):
         schedule: str = "constant",
         power: float = 0.9,
         total_steps: int = 0,
+        edge_scaling: str = "minmax",
+        edge_floor: float = 0.25,
     ) -> None:
         super().__init__()
+        self.edge_scaling, self.edge_floor = edge_scaling, edge_floor
         self.seg = SegmentationLoss(seg) if isinstance(seg, str) else seg
         self.gamma, self.schedule, self.power, self.total_steps = (
             gamma,
@@ -198,5 +242,5 @@ class JointLoss(nn.Module):
             power=self.power,
         )
         seg = self.seg(logits, target)
-        edge = edge_loss(density, density_target)
+        edge = edge_loss(density, density_target, scaling=self.edge_scaling, floor=self.edge_floor)
         return JointLossOutput(seg + gamma * edge, seg, edge, gamma)

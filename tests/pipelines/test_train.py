@@ -271,3 +271,26 @@ def test_train_keys_reach_the_optimiser_schedule_and_loader(manifest, tmp_path):
     assert trainer.steps_per_epoch == 1 and trainer.loader.batch_size == 1
     assert trainer.val_set is not None and not trainer.val_set.flips and trainer.train_set.flips
     assert trainer.core.grid_jitter == 0.25
+
+
+def test_mean_edge_scaling_reaches_the_loss_and_gradient_norms_are_logged(manifest, tmp_path):
+    from pipelines.trainer import Trainer
+
+    loss = {"edge_scaling": "mean", "edge_sigma": 0.5, "edge_floor": 0.1}
+    train = {"batch_size": 1, "steps": 1}
+    config = load_config(write_config(tmp_path / "c.yaml", loss=loss, train=train))
+    trainer = Trainer.create(manifest, config, tmp_path, torch.device("cpu"))
+    batch = next(iter(trainer.loader))
+    parts = trainer.train_step(batch)
+    # the first step's density is uniform: L_e = mean((e / mean e - 1)^2), e = t / max t + 0.1
+    t = trainer.core.edge_target(batch[0]["item"]).double()
+    oracle = t / t.max() + 0.1
+    expected = float(((oracle / oracle.mean() - 1) ** 2).mean())
+    assert expected > 0.1
+    assert parts["edge"] == pytest.approx(expected, rel=1e-5)
+    assert parts["grad_norm_density"] > 0 and parts["grad_norm_segmenter"] > 0
+    uniform = write_config(tmp_path / "u.yaml", train=train, sampler={"name": "uniform"})
+    trainer = Trainer.create(manifest, load_config(uniform), tmp_path, torch.device("cpu"))
+    parts = trainer.train_step(next(iter(trainer.loader)))
+    assert parts["grad_norm_density"] == 0 and parts["grad_norm_segmenter"] > 0
+    assert parts["edge"] == 0
