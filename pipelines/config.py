@@ -161,6 +161,9 @@ class TrainConfig:
     lr_step: int = rule(100, low=1, high=100_000)  # epochs between lr decays
     lr_gamma: float = rule(0.1, low=0.0, high=1.0, low_open=True)
     grad_clip: float | None = rule(5.0, low=0.0, high=1e6, low_open=True)
+    # together: one norm over all parameters (a large edge-loss gradient shrinks the
+    # segmenter's step too); per_part: the segmenter and the deformation net clipped apart
+    grad_clip_mode: str = rule("together", choices=("together", "per_part"))
     val_every: int = rule(1, low=1, high=100_000)  # epochs
     val_output_downsample: float | None = rule(None, low=1.0, high=1024.0)  # None: source
     num_workers: int = rule(0, low=0, high=256)

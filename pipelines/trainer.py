@@ -294,8 +294,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norms = _grad_norms(self.core)
-        if self.config.train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.core.parameters(), self.config.train.grad_clip)
+        train = self.config.train
+        if train.grad_clip is not None:
+            for params in _clip_groups(self.core, train.grad_clip_mode):
+                torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
         self.optimizer.step()
         self.step += 1
         return parts | norms | {"loss": float(loss.detach())}
@@ -361,6 +363,17 @@ def _grad_norms(core: Any) -> dict[str, float]:
             key = "grad_norm_density" if id(p) in density else "grad_norm_segmenter"
             sums[key] += float(p.grad.detach().float().pow(2).sum())
     return {k: v**0.5 for k, v in sums.items()}
+
+
+def _clip_groups(core: Any, mode: str) -> list[list[torch.nn.Parameter]]:
+    """Parameters clipped under one norm: all together, or the segmenter's (everything but
+    the density) and the density network's apart (``train.grad_clip_mode: per_part``)."""
+    params = list(core.parameters())
+    if mode == "together":
+        return [params]
+    density = {id(p) for p in core.density.parameters()}
+    parts = [[p for p in params if id(p) not in density], list(core.density.parameters())]
+    return [part for part in parts if part]
 
 
 def _param_groups(core: Any, train: Any) -> list[dict[str, Any]]:

@@ -294,3 +294,36 @@ def test_mean_edge_scaling_reaches_the_loss_and_gradient_norms_are_logged(manife
     parts = trainer.train_step(next(iter(trainer.loader)))
     assert parts["grad_norm_density"] == 0 and parts["grad_norm_segmenter"] > 0
     assert parts["edge"] == 0
+
+
+def test_per_part_clipping_keeps_the_segmenters_step_when_the_edge_gradient_is_large(
+    manifest, tmp_path
+):
+    from pipelines.trainer import Trainer
+
+    steps = {}
+    for mode in ("together", "per_part"):
+        train = {"batch_size": 1, "steps": 1, "grad_clip": 1.0, "grad_clip_mode": mode}
+        loss = {"edge_scaling": "mean", "edge_sigma": 0.5, "edge_floor": 0.1, "gamma": 1e4}
+        config = load_config(write_config(tmp_path / f"{mode}.yaml", train=train, loss=loss))
+        torch.manual_seed(0)
+        trainer = Trainer.create(manifest, config, tmp_path / mode, torch.device("cpu"))
+        trainer.optimizer = torch.optim.SGD(trainer.core.parameters(), lr=1.0)  # step = -grad
+        before = {n: p.detach().clone() for n, p in trainer.core.named_parameters()}
+        parts = trainer.train_step(next(iter(trainer.loader)))
+        moved = {n: before[n] - p.detach() for n, p in trainer.core.named_parameters()}
+        seg = [v for n, v in moved.items() if not n.startswith("density.")]
+        dens = [v for n, v in moved.items() if n.startswith("density.")]
+        steps[mode] = (torch.cat([v.flatten() for v in seg]).norm().item(),
+                       torch.cat([v.flatten() for v in dens]).norm().item(), parts)  # fmt: skip
+    seg_t, dens_t, parts = steps["together"]
+    seg_p, dens_p, parts_p = steps["per_part"]
+    assert parts["grad_norm_density"] > 10 * parts["grad_norm_segmenter"] > 10
+    total = (parts["grad_norm_density"] ** 2 + parts["grad_norm_segmenter"] ** 2) ** 0.5
+    # together: both parts scaled by 1 / total norm, the segmenter's step nearly vanishes
+    assert seg_t == pytest.approx(parts["grad_norm_segmenter"] / total, rel=1e-3)
+    assert (seg_t**2 + dens_t**2) ** 0.5 == pytest.approx(1.0, rel=1e-3)
+    # per part: each clipped to 1 on its own
+    expected_seg = min(1.0, parts_p["grad_norm_segmenter"])
+    assert seg_p == pytest.approx(expected_seg, rel=1e-3) and dens_p == pytest.approx(1.0, rel=1e-3)
+    assert seg_p > 10 * seg_t

@@ -127,6 +127,7 @@ def test_class_weight_keys_have_range_rules():
         ("loss.class_weight_max", 0.5),
         ("loss.edge_scaling", "max"),
         ("loss.edge_floor", 0.0),
+        ("train.grad_clip_mode", "apart"),
     ):
         with pytest.raises(ConfigError, match=key.split(".")[1]):
             load_config(None, {key: bad})
