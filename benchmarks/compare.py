@@ -384,7 +384,7 @@ def gleason_intrinsic(
             intrinsic(
                 fold_manifest,
                 GLEASON_CONFIG,
-                folder / f"learned-fold{k}.json",
+                folder / f"{run.name}.json",  # named by the run: a new model, a new study
                 log,
                 "--sampler",
                 "learned",

@@ -76,7 +76,8 @@ def _pct(v: float | None) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| data | sampler | pixels | budget | n | full-res mIoU [min, max] | warped mIoU "
+        "| data | sampler | pixels | budget | n | full-res mIoU (seeds: mean; folds: pooled "
+        "counts) [min, max of the runs] | warped mIoU "
         "| IoU(Y',Y) | sampled fraction | predict s/region | train s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]

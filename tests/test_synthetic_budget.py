@@ -225,6 +225,14 @@ def test_configs_hold_the_set_and_the_chosen_density_settings() -> None:
         assert (config.synthetic.preset, config.synthetic.size) == ("budget", "8192x12288")
         assert (config.synthetic.count, config.synthetic.seed) == (6, 0)
         s = config.sampler
-        assert (s.dynamic, s.level_choice, s.density_fraction) == ("40x400", "fixed", 1.0)
+        assert (s.dynamic, s.density_fraction) == ("40x400", 1.0)
         assert (s.sigma, s.radius, s.edge_blur, s.edge_floor) == (1.5, 4, 0.5, 0.1)
         assert s.radius <= round(40 * s.density_fraction) // 2  # half the lattice's short side
+    # the demo trains with the comparison's recipe (benchmarks/compare.py sets the same)
+    assert (demo.sampler.level_choice, comparison.sampler.level_choice) == ("adaptive", "fixed")
+    assert (demo.train.epochs * demo.train.steps, demo.train.grid_jitter) == (1000, 0.5)
+    assert (demo.loss.edge_scaling, demo.loss.edge_sigma, demo.loss.edge_floor) == (
+        "mean",
+        demo.sampler.edge_blur,
+        demo.sampler.edge_floor,
+    )
