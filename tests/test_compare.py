@@ -34,8 +34,10 @@ def test_plan():
     syn = [r for r in full if r.data == "synthetic"]
     learned = [r for r in syn if r.series == compare.LEARNED]
     assert sorted(r.seed for r in learned if r.scale == 1) == [0, 1, 2]
-    assert {r.edge_scaling for r in full if r.series == compare.LEARNED} == {"mean"}
-    assert "synthetic-learned-mean-x1-s0" in names and "synthetic-learned-x1-s0" in names
+    assert {(r.edge_scaling, r.clip) for r in full if r.series == compare.LEARNED} == {
+        ("mean", "per_part")
+    }
+    assert "synthetic-learned-mean-pp-x1-s0" in names and "synthetic-learned-x1-s0" in names
     assert [r.edge_scaling for r in full if r.series == compare.LEARNED_MINMAX] == ["minmax"]
     assert {r.scale for r in syn if r.sampler == "uniform"} == {1.0, 2.0, 4.0}
     assert sum(r.single_loss for r in full) == 1
@@ -47,12 +49,14 @@ def test_plan():
 def test_run_config_sets_the_mean_edge_loss_from_the_sets_oracle(tmp_path):
     base = tmp_path / "set.yaml"
     base.write_text("sampler:\n  dynamic: 40x400\n  edge_blur: 0.5\n  edge_floor: 0.1\n")
-    mean = compare.Run("synthetic", compare.LEARNED, "learned", 1.0, 0, edge_scaling="mean")
+    mean = compare.Run("synthetic", compare.LEARNED, "learned", 1.0, 0, **compare.LEARNED_RECIPE)
     data = yaml.safe_load(compare.run_config(base, mean, tmp_path, 2, 3, 0.5).read_text())
     assert data["loss"] == {"edge_scaling": "mean", "edge_sigma": 0.5, "edge_floor": 0.1}
+    assert data["train"]["grad_clip_mode"] == "per_part"
     paper = compare.Run("synthetic", compare.LEARNED_MINMAX, "learned", 1.0, 0)
     data = yaml.safe_load(compare.run_config(base, paper, tmp_path, 2, 3, 0.5).read_text())
     assert "loss" not in data and data["train"]["steps"] == 3
+    assert data["train"]["grad_clip_mode"] == "together"
     assert data["sampler"]["level_choice"] == "adaptive"
 
 

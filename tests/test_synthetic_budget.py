@@ -231,6 +231,7 @@ def test_configs_hold_the_set_and_the_chosen_density_settings() -> None:
     # the demo trains with the comparison's recipe (benchmarks/compare.py sets the same)
     assert (demo.sampler.level_choice, comparison.sampler.level_choice) == ("adaptive", "fixed")
     assert (demo.train.epochs * demo.train.steps, demo.train.grid_jitter) == (1000, 0.5)
+    assert demo.train.grad_clip_mode == "per_part"
     assert (demo.loss.edge_scaling, demo.loss.edge_sigma, demo.loss.edge_floor) == (
         "mean",
         demo.sampler.edge_blur,
