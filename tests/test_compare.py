@@ -130,3 +130,20 @@ def test_compute_minutes_sums_cached_train_and_evaluate_timings():
     items[1]["timings"] = {"train_s": 50.0}
     items[2]["timings"] = {}
     assert results._compute_minutes(items) == pytest.approx(170.0 / 60)
+
+
+def test_val_column_reads_the_last_validation_of_each_run():
+    uniform = [_item("uniform", 1.0, s, 0.5) for s in range(2)]
+    learned = _item("learned (joint)", 1.0, 0, 0.6)
+    uniform[0]["train_rows"] = [{"val_miou_full_resolution": "0.30"}, {"train_loss": "1"}]
+    uniform[1]["train_rows"] = [{"val_miou_full_resolution": "0.20"}]
+    learned["train_rows"] = [{"val_miou_full_resolution": ""}, {"train_loss": "1"}]
+    rows = results.group_rows([*uniform, learned])
+    (u,) = [r for r in rows if r["series"] == "uniform"]
+    assert u["val_miou_full_resolution"] == pytest.approx(0.25)
+    assert (u["val_miou_full_resolution_min"], u["val_miou_full_resolution_max"]) == (0.2, 0.3)
+    assert len(results._target(rows)) == 2  # no val score for learned: no val line
+    learned["train_rows"] = [{"val_miou_full_resolution": "0.21"}]
+    lines = results._target(results.group_rows([*uniform, learned]))
+    assert lines[2].endswith("chosen by nothing): -4.0 points")
+    assert "| 25.0 [20.0, 30.0] |" in "\n".join(results._table(results.group_rows(uniform)))
