@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         default="",
         help="Comma-separated prefixes of run names: train and report only those runs "
-        "(e.g. synthetic-uniform-x1,synthetic-learned-x1); the Gleason intrinsic study is "
+        "(e.g. synthetic-uniform-x1,synthetic-learned-mean-pp-x1); the Gleason intrinsic study is "
         "skipped unless a gleason run is selected.",
     )
     args = parser.parse_args(argv)
