@@ -47,6 +47,9 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "neg.yaml").write_text("data:\n  source_mpp: -1\n")
     (root / "frac.yaml").write_text("sampler:\n  density_fraction: 5\n")
     (root / "jitter.yaml").write_text("train:\n  grid_jitter: 2\n  deformation_lr: 0\n")
+    (root / "scaling.yaml").write_text("loss:\n  edge_scaling: contrast\n")
+    (root / "floor.yaml").write_text("loss:\n  edge_scaling: mean\n  edge_floor: 0\n")
+    (root / "clip.yaml").write_text("train:\n  grad_clip_mode: apart\n")
     (root / "broken.yaml").write_text("sampler: [\n")
     (root / "existing.json").write_text("{}\n")
     _model(root / "run")
@@ -148,6 +151,24 @@ CASES = [
         ["train", "--slides", M, "-o", "{ws}/run_jitter", "--config", "{ws}/jitter.yaml"],
         2,
         "train.grid_jitter",
+    ),
+    (
+        "train-config-scaling",
+        ["train", "--slides", M, "-o", "{ws}/run_scaling", "--config", "{ws}/scaling.yaml"],
+        2,
+        "loss.edge_scaling",
+    ),
+    (
+        "train-config-floor",
+        ["train", "--slides", M, "-o", "{ws}/run_floor", "--config", "{ws}/floor.yaml"],
+        2,
+        "loss.edge_floor",
+    ),
+    (
+        "train-config-clip",
+        ["train", "--slides", M, "-o", "{ws}/run_clip", "--config", "{ws}/clip.yaml"],
+        2,
+        "train.grad_clip_mode",
     ),
     (
         "intrinsic-config-yaml",
