@@ -293,11 +293,7 @@ class Trainer:
             ) from exc
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norms = _grad_norms(self.core)
-        train = self.config.train
-        if train.grad_clip is not None:
-            for params in _clip_groups(self.core, train.grad_clip_mode):
-                torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
+        norms = _clip_gradients(self.core, self.config.train)
         self.optimizer.step()
         self.step += 1
         return parts | norms | {"loss": float(loss.detach())}
@@ -352,28 +348,32 @@ def batch_loss(
     return total, parts | out.timings
 
 
-def _grad_norms(core: Any) -> dict[str, float]:
-    """Gradient norms before clipping: the segmenter's and the density network's (0 when
-    there is none). Clipping acts on both together, so a large edge-loss gradient shrinks
-    the segmenter's step; these columns of metrics.csv show whether it does."""
-    density = {id(p) for p in core.density.parameters()}
-    sums = {"grad_norm_segmenter": 0.0, "grad_norm_density": 0.0}
-    for p in core.parameters():
-        if p.grad is not None:
-            key = "grad_norm_density" if id(p) in density else "grad_norm_segmenter"
-            sums[key] += float(p.grad.detach().float().pow(2).sum())
-    return {k: v**0.5 for k, v in sums.items()}
+def _split_params(core: Any) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """The segmenter's parameters (everything but the density) and the density network's."""
+    density = list(core.density.parameters())
+    ids = {id(p) for p in density}
+    return [p for p in core.parameters() if id(p) not in ids], density
 
 
-def _clip_groups(core: Any, mode: str) -> list[list[torch.nn.Parameter]]:
-    """Parameters clipped under one norm: all together, or the segmenter's (everything but
-    the density) and the density network's apart (``train.grad_clip_mode: per_part``)."""
-    params = list(core.parameters())
-    if mode == "together":
-        return [params]
-    density = {id(p) for p in core.density.parameters()}
-    parts = [[p for p in params if id(p) not in density], list(core.density.parameters())]
-    return [part for part in parts if part]
+def _clip_gradients(core: Any, train: Any) -> dict[str, float]:
+    """Clip by ``train.grad_clip`` (all parameters under one norm, or the two networks apart
+    with ``grad_clip_mode: per_part``); return both networks' norms before clipping (0 for a
+    density without parameters) for metrics.csv: clipped together, a large edge-loss
+    gradient shrinks the segmenter's step, and these columns show by how much."""
+    parts = [[p for p in part if p.grad is not None] for part in _split_params(core)]
+    zero = torch.zeros((), device=next(core.parameters()).device)
+    norms = [  # one pass over the gradients, reused by the clip
+        torch.nn.utils.get_total_norm([p.grad for p in part]) if part else zero for part in parts
+    ]
+    if train.grad_clip is not None:
+        if train.grad_clip_mode == "per_part":
+            for part, norm in zip(parts, norms, strict=True):
+                torch.nn.utils.clip_grads_with_norm_(part, train.grad_clip, norm)
+        else:
+            total = torch.linalg.vector_norm(torch.stack(norms))
+            torch.nn.utils.clip_grads_with_norm_(parts[0] + parts[1], train.grad_clip, total)
+    seg, density = (float(n) for n in norms)
+    return {"grad_norm_segmenter": seg, "grad_norm_density": density}
 
 
 def _param_groups(core: Any, train: Any) -> list[dict[str, Any]]:
@@ -381,11 +381,10 @@ def _param_groups(core: Any, train: Any) -> list[dict[str, Any]]:
     own rate (the segmenter keeps ``train.lr``)."""
     if train.deformation_lr is None:
         return [{"params": list(core.parameters())}]
-    density = {id(p) for p in core.density.parameters()}
-    rest = [p for p in core.parameters() if id(p) not in density]
+    rest, density = _split_params(core)
     groups = [{"params": rest}]
     if density:
-        groups.append({"params": list(core.density.parameters()), "lr": train.deformation_lr})
+        groups.append({"params": density, "lr": train.deformation_lr})
     return groups
 
 
