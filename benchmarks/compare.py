@@ -165,7 +165,9 @@ def run_config(base: Path, run: Run, out: Path, epochs: int, steps: int, blur: f
     if run.single_loss:
         data["loss"] = {**data.get("loss", {}), "gamma": 0.0}
     if run.edge_scaling == "mean":
-        floor = data["sampler"].get("edge_floor", 0.25)
+        from pipelines.config import SamplerConfig
+
+        floor = data["sampler"].get("edge_floor", SamplerConfig().edge_floor)
         loss = {"edge_scaling": "mean", "edge_sigma": blur, "edge_floor": floor}
         data["loss"] = {**data.get("loss", {}), **loss}
     train = {**recipe.get("train", {}), "epochs": epochs, "steps": steps, "val_every": epochs}

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from monai.losses import FocalLoss
 from torch import Tensor, nn
 
+from wsi_downsample.deformation.densities import edge_weights
 from wsi_downsample.errors import ConfigError
 
 __all__ = [
@@ -90,9 +91,7 @@ def edge_loss(
         )
     if floor <= 0:
         raise ConfigError(f"the 'mean' edge scaling needs floor > 0, got {floor}")
-    peak = target.reshape(target.shape[0], -1).amax(1).reshape(-1, 1, 1, 1)
-    oracle = torch.where(peak > 0, target / peak.clamp_min(1e-12), target) + float(floor)
-    return F.mse_loss(mean_scale(density), mean_scale(oracle))
+    return F.mse_loss(mean_scale(density), mean_scale(edge_weights(target, floor=floor)))
 
 
 def class_weights_from_counts(

@@ -24,6 +24,7 @@ __all__ = [
     "density_uniform",
     "density_edge",
     "density_from_boundaries",
+    "edge_weights",
     "UniformDensity",
     "EdgeDensity",
     "LearnedDensity",
@@ -42,6 +43,17 @@ def density_uniform(
     return torch.full((batch, 1, h, w), 1.0 / (h * w), dtype=dtype, device=device)
 
 
+def edge_weights(edges: Tensor, *, floor: float) -> Tensor:
+    """The edge oracle's unnormalised density: ``edges / max edges + floor`` per image (an
+    image without edges: ``floor``). Shared by ``density_from_boundaries`` and the mean-scaled
+    edge loss, so the loss's target is exactly what the oracle samples with.
+
+    Shape: ``(N, 1, h, w)`` -> same, same dtype.
+    """
+    peak = edges.amax(dim=(1, 2, 3), keepdim=True)
+    return torch.where(peak > 0, edges / peak.clamp_min(1e-12), edges) + float(floor)
+
+
 def density_from_boundaries(
     boundaries: Tensor, *, blur: float = 1.0, floor: float = 0.25
 ) -> Tensor:
@@ -51,9 +63,7 @@ def density_from_boundaries(
 
     Shape: ``(N, 1, h_d, w_d)`` -> ``(N, 1, h_d, w_d)``.
     """
-    edges = gaussian_blur(boundaries.float(), blur)
-    peak = edges.amax(dim=(1, 2, 3), keepdim=True)
-    density = torch.where(peak > 0, edges / peak.clamp_min(1e-12), edges) + float(floor)
+    density = edge_weights(gaussian_blur(boundaries.float(), blur), floor=floor)
     density = density + (density.sum(dim=(1, 2, 3), keepdim=True) == 0).float()
     return density / density.sum(dim=(1, 2, 3), keepdim=True)
 
